@@ -1,0 +1,1 @@
+"""disagg control plane: the kopf operator, manifest builders and the scaling policy."""

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for proto/disagg/v1/worker.proto (`make proto`)."""
