@@ -17,6 +17,8 @@ Services per role:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import signal
 import time
@@ -72,6 +74,12 @@ class WorkerOptions:
                 raise ValueError(f"invalid {name} {getattr(self, name)}: it must be above 0")
         if self.drain_timeout < 0:
             raise ValueError(f"invalid drain_timeout {self.drain_timeout}: it must be at least 0")
+        if self.kv_chunk_bytes + kv_transfer.CHUNK_OVERHEAD_BYTES > self.max_message_bytes:
+            raise ValueError(
+                f"invalid kv_chunk_bytes {self.kv_chunk_bytes}: with "
+                f"{kv_transfer.CHUNK_OVERHEAD_BYTES} bytes of framing it exceeds "
+                f"max_message_bytes {self.max_message_bytes}; lower it"
+            )
 
 
 class WorkerServer:
@@ -257,6 +265,8 @@ async def serve(
     metrics_port: int,
     options: WorkerOptions,
     cache_dir: str | None = None,
+    served_model_name: str | None = None,
+    revision: str | None = None,
 ) -> None:
     """Run one replica until SIGTERM or SIGINT, then drain and stop.
 
@@ -265,7 +275,7 @@ async def serve(
     3. On a signal: drain (bounded by options.drain_timeout), stop, return.
     """
     from disagg_worker.metrics_http import MetricsHttpServer
-    from disagg_worker.model import load_model
+    from disagg_worker.model import ModelLoadError, load_model
 
     metrics = m.WorkerMetrics(role)
     state = ReplicaState(role)
@@ -278,9 +288,18 @@ async def serve(
     bound_metrics_port = await http.start(host, metrics_port)
     server = None
     try:
-        loaded = await asyncio.to_thread(
-            load_model, model, dtype=dtype, device=device, cache_dir=cache_dir
-        )
+        load_options = {"dtype": dtype, "device": device, "cache_dir": cache_dir}
+        if revision is not None:
+            if "revision" not in inspect.signature(load_model).parameters:
+                raise ModelLoadError(
+                    f"cannot load model {model!r} at revision {revision!r}: this build "
+                    "cannot select revisions; omit --revision"
+                )
+            load_options["revision"] = revision
+        loaded = await asyncio.to_thread(load_model, model, **load_options)
+        if served_model_name:
+            # The fingerprint stays that of the weights; only the reported name changes.
+            loaded = dataclasses.replace(loaded, name=served_model_name)
         server, port = create_server(
             role, f"{host}:{grpc_port}", loaded, options, metrics=metrics, state=state
         )
@@ -304,7 +323,7 @@ async def serve(
         if server is not None and not server.state.draining:
             await server.stop(grace=0)
         await http.stop()
-        logger.info("stopped role=%s", role)
+        logger.info("worker exited role=%s", role)
 
 
 def _on_signal(signum: int, stop_requested: asyncio.Event) -> None:

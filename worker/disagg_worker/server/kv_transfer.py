@@ -38,21 +38,19 @@ import torch
 from disagg_worker import kv as kv_cache
 from disagg_worker import metrics as m
 from disagg_worker.proto import worker_pb2 as pb
+from disagg_worker.server.defaults import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "disagg.v1.KVTransfer"
 TRANSFER_METHOD = f"/{SERVICE_NAME}/Transfer"
 
-# Payload bytes per chunk message. Measured by `disagg bench kv-transfer`
-# (docs/benchmarks.md): on loopback, larger messages were slower because
-# gRPC's HTTP/2 flow control stalls them, and smaller ones pay per-message
-# Python overhead.
-DEFAULT_CHUNK_BYTES = 1 << 20
 # Bytes reserved for the field tags and lengths around a chunk's data.
 CHUNK_OVERHEAD_BYTES = 32
-DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
-DEFAULT_TIMEOUT_SECONDS = 30.0
 
 # Protobuf wire-format tags: (field number << 3) | wire type.
 _TAG_CHUNK = (2 << 3) | 2  # KVTransferMessage.chunk, length-delimited
