@@ -37,5 +37,50 @@ proto: install
 	# protoc writes a top-level import; the stubs live inside a package.
 	sed -i 's/^import worker_pb2 as/from . import worker_pb2 as/' $(PROTO_OUT)/worker_pb2_grpc.py
 
+# --- Images, kind cluster and the Helm chart ----------------------------------
+# Docker, kind, kubectl and helm are needed from here on; none is used by `make test`.
+IMAGE_TAG ?= 0.1.0
+OPERATOR_IMAGE ?= disagg-operator:$(IMAGE_TAG)
+WORKER_IMAGE ?= disagg-worker:$(IMAGE_TAG)
+KIND_CLUSTER ?= disagg
+KIND_CONFIG ?= deploy/kind/kind-config.yaml
+CHART := helm/disagg-operator
+HELM_RELEASE ?= disagg-operator
+HELM_NAMESPACE ?= disagg-system
+DEMO_EXAMPLE ?= examples/cpu-kind.yaml
+
+.PHONY: crds-sync images kind-up kind-load helm-install demo-kind kind-down
+
+# The chart ships a copy of the operator's CRD; tests/helm checks that they match.
+crds-sync:
+	cp crds/*.yaml $(CHART)/crds/
+
+images:
+	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
+	docker build -f worker/Dockerfile -t $(WORKER_IMAGE) .
+
+kind-up:
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' \
+		|| kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --wait 180s
+
+kind-load:
+	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(WORKER_IMAGE)
+
+# helm installs crds/ only on the first install and never upgrades them, so
+# the CRDs are applied first on every run.
+helm-install: crds-sync
+	kubectl apply --server-side --force-conflicts -f $(CHART)/crds/
+	helm upgrade --install $(HELM_RELEASE) $(CHART) --namespace $(HELM_NAMESPACE) \
+		--create-namespace --set image.tag=$(IMAGE_TAG) --wait --timeout 5m
+
+demo-kind: kind-up images kind-load helm-install
+	deploy/kind/demo.sh $(DEMO_EXAMPLE)
+
+e2e: install
+	$(BIN)/pytest -m e2e tests/e2e
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -90,9 +90,9 @@ Namespace selector of the ServiceMonitor/PodMonitor: every namespace when the
 operator is cluster-wide, else the watched namespaces.
 */}}
 {{- define "disagg-operator.monitorNamespaceSelector" -}}
-{{- if .Values.clusterWide }}
+{{- if .Values.clusterWide -}}
 any: true
-{{- else }}
+{{- else -}}
 matchNames:
 {{- range .Values.watchNamespaces }}
   - {{ . | quote }}
