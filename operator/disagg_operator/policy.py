@@ -26,7 +26,9 @@ Rules, in the order `decide` applies them to each pool:
    `[minReplicas, maxReplicas]`; decode never goes below 1.
 5. Stabilization (as the Kubernetes HPA does it): a scale-up goes to the
    lowest recommendation within `scaleUpStabilizationSeconds`, a scale-down
-   to the highest recommendation within `scaleDownStabilizationSeconds`.
+   to the highest recommendation within `scaleDownStabilizationSeconds`. The
+   current replicas count as recommended at the last scale time, which the
+   caller sets to the creation time of a new deployment.
 6. Step. One decision changes a pool by at most `maxStepReplicas` replicas.
 7. Scale from zero. A prefill pool at 0 ready replicas has no queue to
    observe; the router prefills those requests locally on decode replicas
@@ -254,7 +256,12 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
         since = now - settings.scale_up_stabilization_seconds
         stabilized = max(min(r.replicas for r in window if r.time >= since), current)
     elif raw < current:
+        # The replicas set at the last scale time count as recommended then,
+        # so a pool is not shrunk right after it was created or scaled.
         since = now - settings.scale_down_stabilization_seconds
+        last = pool.history.last_scale_time
+        if last is not None:
+            window = (*window, Recommendation(last, current))
         stabilized = min(max(r.replicas for r in window if r.time >= since), current)
     else:
         stabilized = current

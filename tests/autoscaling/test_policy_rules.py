@@ -250,3 +250,21 @@ def test_decide_uses_both_pools():
 
     assert decisions.prefill.desired_replicas == 3
     assert decisions.decode.desired_replicas == 1
+
+
+def test_scale_down_waits_after_last_scale():
+    old = PoolHistory((), last_scale_time=NOW - 100)
+    pool = PoolState(prefill_config(), 3, 3, observations(0, 0, 0), old)
+
+    decision = decide_pool(NOW, pool, SETTINGS)
+
+    assert decision.desired_replicas == 3
+
+
+def test_scale_down_after_window_since_last_scale():
+    old = PoolHistory((), last_scale_time=NOW - 400)
+    pool = PoolState(prefill_config(), 3, 3, observations(0, 0, 0), old)
+
+    decision = decide_pool(NOW, pool, SETTINGS)
+
+    assert decision.desired_replicas == 1

@@ -1,0 +1,172 @@
+"""`disagg simulate`: replay a trace through a discrete-event model of both pools.
+
+Runs the builtin autoscaling policy and the baselines (static at the peak
+need, static at the mean need, a utilisation threshold policy) over the same
+trace and calibration, and reports SLO attainment, replica-seconds per pool
+and scale events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from disagg_worker.cli import CommandError
+from disagg_worker.traces import FORMATS, TraceError, TraceRequest, read_trace
+
+DEFAULT_CALIBRATION = Path("bench/calibration.json")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate autoscaling of both pools under a request trace",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--trace", required=True, type=Path, help="trace file to replay")
+    parser.add_argument("--format", choices=FORMATS, help="trace format (default: from suffix)")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=DEFAULT_CALIBRATION,
+        help=f"cost model JSON (default {DEFAULT_CALIBRATION})",
+    )
+    parser.add_argument(
+        "--slo-ttft", type=float, default=5.0, help="time-to-first-token objective, s (default 5)"
+    )
+    parser.add_argument(
+        "--slo-itl", type=float, default=0.3, help="inter-token latency objective, s (default 0.3)"
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply arrival times by this factor; below 1 raises the request rate (default 1)",
+    )
+    parser.add_argument(
+        "--token-scale",
+        type=float,
+        default=1.0,
+        help="multiply prompt and output token counts by this factor, at least 1 (default 1)",
+    )
+    parser.add_argument("--max-requests", type=int, help="replay only the first N requests")
+    parser.add_argument(
+        "--interval", type=float, default=15.0, help="autoscaling interval, s (default 15)"
+    )
+    parser.add_argument(
+        "--scale-down-stabilization",
+        type=float,
+        default=300.0,
+        help="scale-down stabilization window, s (default 300)",
+    )
+    parser.add_argument(
+        "--max-step", type=int, default=4, help="max replicas added or removed per decision"
+    )
+    parser.add_argument(
+        "--target-queue-depth", type=float, default=4.0, help="targetQueueDepth per replica"
+    )
+    parser.add_argument(
+        "--prefill-min-replicas", type=int, default=1, help="prefill minReplicas (default 1)"
+    )
+    parser.add_argument(
+        "--policies",
+        default="builtin,static_peak,static_mean,utilisation",
+        help="comma-separated policies to run (default all four)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--plot", type=Path, help="PNG of queue depth and replicas (builtin)")
+    parser.set_defaults(func=run)
+
+
+def scale_trace(
+    requests: list[TraceRequest], time_scale: float, token_scale: float
+) -> list[TraceRequest]:
+    """Return the requests with arrival times and token counts scaled, counts at least 1."""
+    return [
+        TraceRequest(
+            r.arrival_s * time_scale,
+            max(1, round(r.prompt_tokens * token_scale)),
+            max(1, round(r.output_tokens * token_scale)),
+        )
+        for r in requests
+    ]
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise CommandError(f"invalid {name} {value}: must be above 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    from disagg_operator.policy import AutoscalingSettings
+    from disagg_operator.simulate import POLICY_NAMES, SimulatedDeployment, compare_policies
+    from disagg_operator.simulate.calibration import CalibrationError, load_calibration
+    from disagg_operator.simulate.report import format_table, plot_timeline, result_summary
+    from disagg_operator.simulate.runner import Objectives
+
+    for name in ("--slo-ttft", "--slo-itl", "--time-scale", "--token-scale", "--interval"):
+        _check_positive(name, getattr(args, name[2:].replace("-", "_")))
+    _check_positive("--max-requests", args.max_requests)
+    policies = tuple(name.strip() for name in args.policies.split(",") if name.strip())
+    unknown = [name for name in policies if name not in POLICY_NAMES]
+    if unknown or not policies:
+        raise CommandError(
+            f"invalid --policies {args.policies!r}: choose from {', '.join(POLICY_NAMES)}"
+        )
+    if args.plot is not None and "builtin" not in policies:
+        raise CommandError("--plot draws the builtin policy: include builtin in --policies")
+
+    try:
+        trace = read_trace(args.trace, args.format)
+        calibration = load_calibration(args.calibration)
+        settings = AutoscalingSettings(
+            interval_seconds=args.interval,
+            scale_down_stabilization_seconds=args.scale_down_stabilization,
+            max_step_replicas=args.max_step,
+        )
+        deployment = SimulatedDeployment(
+            settings=settings,
+            target_queue_depth=args.target_queue_depth,
+            prefill_min_replicas=args.prefill_min_replicas,
+        )
+    except (TraceError, CalibrationError, ValueError) as error:
+        raise CommandError(str(error)) from error
+    if trace.skipped:
+        print(
+            f"skipped {trace.skipped} malformed rows of {args.trace}, "
+            f"first on line {trace.first_skipped_line}",
+            file=sys.stderr,
+        )
+
+    requests = trace.requests[: args.max_requests] if args.max_requests else trace.requests
+    requests = scale_trace(requests, args.time_scale, args.token_scale)
+    objectives = Objectives(ttft_seconds=args.slo_ttft, itl_seconds=args.slo_itl)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = compare_policies(
+        requests, calibration, objectives, deployment, policies, progress=progress
+    )
+    summaries = {name: result_summary(result) for name, result in results.items()}
+
+    if args.plot is not None:
+        title = (
+            f"builtin policy, {args.trace.name}, {len(requests)} requests, "
+            f"SLO TTFT {args.slo_ttft:g} s ITL {args.slo_itl:g} s, token scale "
+            f"{args.token_scale:g}, {calibration.source[:60]}"
+        )
+        plot_timeline(results["builtin"], args.plot, title)
+        progress(f"plot written to {args.plot}")
+
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        print(
+            f"{len(requests)} requests, SLO TTFT {args.slo_ttft:g} s, ITL {args.slo_itl:g} s, "
+            f"calibration {args.calibration}"
+        )
+        print(format_table(summaries))
+    return 0
