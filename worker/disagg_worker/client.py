@@ -36,6 +36,8 @@ DEFAULT_POLL_TIMEOUT_S = 2.0
 # The router's messages carry token ids only, so they stay small; this limit
 # only bounds what a misbehaving peer can make the router buffer.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Upper bound of the reconnect back-off to a replica that went away, in ms.
+MAX_RECONNECT_BACKOFF_MS = 2000
 
 
 class Replica:
@@ -49,6 +51,11 @@ class Replica:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC's default reconnect back-off grows to 120 s; a restarted
+                # replica should rejoin within a few polls.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ],
         )
         self.prefill = worker_pb2_grpc.PrefillStub(self.channel)
