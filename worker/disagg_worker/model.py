@@ -132,7 +132,8 @@ def load_model(
     started = time.monotonic()
     try:
         network = AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except Exception as error:
+        # transformers and safetensors raise many unrelated types for one cause: bad files.
         raise ModelLoadError(
             f"cannot load model {model!r} from {path}: {_one_line(error)}; {_FIX_HINT}"
         ) from error
@@ -309,7 +310,7 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
             package_dir, gguf_file=gguf_path.name, dtype=torch.float32
         )
         tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf_path.name)
-    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as error:
+    except Exception as error:
         raise ModelLoadError(
             f"cannot convert model {SMOLLM2_SOURCE!r} from {gguf_path}: {_one_line(error)}; "
             "check that the gguf package is installed and the file is intact"
@@ -330,7 +331,7 @@ def _load_tokenizer_from(path: Path | str, model: str):
 
     try:
         return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except Exception as error:
         raise ModelLoadError(
             f"cannot load the tokenizer of model {model!r} from {path}: {_one_line(error)}; "
             f"{_FIX_HINT}"

@@ -374,8 +374,9 @@ class DecodeEngine:
             return FINISH_STOP
         if sequence.generated >= sequence.request.max_tokens:
             return FINISH_LENGTH
-        # The next step would place `token` at position cached_tokens.
-        if sequence.cached_tokens >= self.loaded.max_context:
+        # Prompt plus generated tokens may not exceed the model's context, as in
+        # transformers' generate with max_length = max_position_embeddings.
+        if sequence.cached_tokens + 1 >= self.loaded.max_context:
             return FINISH_LENGTH
         return None
 
