@@ -9,6 +9,7 @@ import sys
 # Subcommand modules in help order; each exposes `register(subparsers)`.
 COMMAND_MODULES = (
     "disagg_worker.commands.router",
+    "disagg_worker.commands.serve",
     "disagg_worker.commands.simulate",
     "disagg_worker.commands.worker",
 )

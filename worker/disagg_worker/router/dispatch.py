@@ -315,9 +315,13 @@ class Dispatcher:
     ) -> AsyncIterator[TokenEvent]:
         reply = first_reply
         while reply is not grpc.aio.EOF:
-            yield TokenEvent(list(reply.token_ids), reply.finish_reason, prefill)
             if reply.finish_reason:
+                # Let the call end with its status rather than be cancelled in
+                # the caller's cleanup, which the replica would log as a cancel.
+                await call.code()
+                yield TokenEvent(list(reply.token_ids), reply.finish_reason, prefill)
                 return
+            yield TokenEvent(list(reply.token_ids), reply.finish_reason, prefill)
             try:
                 reply = await call.read()
             except grpc.aio.AioRpcError as error:

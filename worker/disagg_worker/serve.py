@@ -1,0 +1,398 @@
+"""Local deployment behind `disagg serve`: worker pools and a router as processes.
+
+`LocalDeployment` starts `disagg worker ROLE` subprocesses for each pool
+and one `disagg router` subprocess, waits until all are healthy, then
+supervises them: a process that exits unexpectedly is logged and restarted
+after a back-off (1 s, doubling to 30 s; reset after a minute of running).
+`stop()` drains: SIGTERM to the router, then to the workers, a wait of up
+to the drain timeout, then SIGKILL for what is left.
+
+How the router learns the replicas: serve writes an endpoints file
+(`{"prefill": [...], "decode": [...]}`, replaced atomically) that the
+router rereads every second (`disagg router --endpoints-file`). That is
+the actuator interface for scaling at runtime: `LocalPool.scale_to(n)`
+starts replicas or drains the highest-indexed ones, and the deployment
+rewrites the file before a replica is stopped, so the router has taken it
+out of rotation by then (its health checks would also notice).
+
+Every child runs in its own process group (so a terminal's Ctrl-C reaches
+only serve, which then stops them in order) and gets PR_SET_PDEATHSIG, so
+it dies with serve even when serve is killed with SIGKILL. Each child has
+DISAGG_LOG_PREFIX set to "role[index]" (or "router"), which
+disagg_worker.logs puts on every log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from disagg_worker.logs import PREFIX_ENV
+from disagg_worker.router.discovery import Endpoints, write_endpoints_file
+
+logger = logging.getLogger(__name__)
+
+# Restart back-off after an unexpected exit, in seconds.
+RESTART_BACKOFF_INITIAL_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+# A process running this long without exiting has its back-off reset.
+RESTART_BACKOFF_RESET_S = 60.0
+# Seconds between two checks of the children.
+SUPERVISE_INTERVAL_S = 0.5
+# Seconds the router waits between two reads of the endpoints file.
+ENDPOINTS_FILE_INTERVAL_S = 1.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: get SIGKILL when the parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port(host: str) -> int:
+    """Return a TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def disagg_command() -> list[str]:
+    """The command that runs the `disagg` CLI of this very installation."""
+    return [sys.executable, "-m", "disagg_worker"]
+
+
+class ManagedProcess:
+    """One child process with its restart bookkeeping."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], health_url: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.health_url = health_url
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self.backoff_s = RESTART_BACKOFF_INITIAL_S
+        # Monotonic time of the next restart after an unexpected exit.
+        self.restart_at: float | None = None
+        # True once stop() was asked: an exit is expected, not restarted.
+        self.stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, PREFIX_ENV: self.name}
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        logger.info("started replica=%s pid=%d", self.name, self.process.pid)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def healthy(self) -> bool:
+        return self.running() and http_ok(self.health_url)
+
+    def supervise(self) -> None:
+        """Restart the process after an unexpected exit, with back-off."""
+        if self.stopping or self.process is None or self.running():
+            if self.running() and time.monotonic() - self.started_at > RESTART_BACKOFF_RESET_S:
+                self.backoff_s = RESTART_BACKOFF_INITIAL_S
+            return
+        now = time.monotonic()
+        if self.restart_at is None:
+            self.restart_at = now + self.backoff_s
+            logger.warning(
+                "replica exited replica=%s pid=%d returncode=%s; restarting in %.0f s",
+                self.name,
+                self.process.pid,
+                self.process.returncode,
+                self.backoff_s,
+            )
+            self.backoff_s = min(self.backoff_s * 2, RESTART_BACKOFF_MAX_S)
+            return
+        if now >= self.restart_at:
+            self.restarts += 1
+            logger.info("restarting replica=%s restarts=%d", self.name, self.restarts)
+            self.start()
+
+    def terminate(self) -> None:
+        """Send SIGTERM (drain) to the process group, and expect the exit."""
+        self.stopping = True
+        if self.running():
+            logger.info("stopping replica=%s pid=%d", self.name, self.process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until the process exits or the monotonic deadline passes."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.running():
+            logger.warning(
+                "killing replica=%s pid=%d: drain timed out", self.name, self.process.pid
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def stop_processes(processes: list[ManagedProcess], drain_timeout_s: float) -> None:
+    """SIGTERM all, wait up to `drain_timeout_s` together, then SIGKILL the rest."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + drain_timeout_s
+    for process in processes:
+        if not process.wait(deadline):
+            process.kill()
+
+
+@dataclass
+class WorkerReplica:
+    role: str
+    index: int
+    grpc_port: int
+    metrics_port: int
+    process: ManagedProcess
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}[{self.index}]"
+
+
+@dataclass
+class PoolOptions:
+    """How every replica of a pool is started."""
+
+    model: str = "smollm2"
+    host: str = "127.0.0.1"
+    # torch intra-op threads per replica (OMP_NUM_THREADS); None leaves torch's default.
+    threads: int | None = None
+    drain_timeout_s: float = 30.0
+    # Extra `disagg worker` arguments, e.g. ["--max-batch", "4"].
+    worker_args: list[str] = field(default_factory=list)
+
+
+class LocalPool:
+    """The replicas of one role as local processes; `scale_to` is the actuator."""
+
+    def __init__(self, role: str, options: PoolOptions, on_change=None) -> None:
+        self.role = role
+        self.options = options
+        self.replicas: list[WorkerReplica] = []
+        # Called with no arguments after the set of replicas changed.
+        self._on_change = on_change or (lambda: None)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"{self.options.host}:{replica.grpc_port}" for replica in self.replicas]
+
+    def _new_replica(self, index: int) -> WorkerReplica:
+        host = self.options.host
+        grpc_port, metrics_port = free_port(host), free_port(host)
+        argv = [
+            *disagg_command(),
+            "worker",
+            self.role,
+            "--model",
+            self.options.model,
+            "--host",
+            host,
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--drain-timeout",
+            str(self.options.drain_timeout_s),
+            *self.options.worker_args,
+        ]
+        env = {}
+        if self.options.threads:
+            env = {
+                "OMP_NUM_THREADS": str(self.options.threads),
+                "MKL_NUM_THREADS": str(self.options.threads),
+            }
+        name = f"{self.role}[{index}]"
+        health_url = f"http://{host}:{metrics_port}/health/ready"
+        process = ManagedProcess(name, argv, env, health_url)
+        return WorkerReplica(self.role, index, grpc_port, metrics_port, process)
+
+    def scale_to(self, count: int) -> None:
+        """Start replicas up to `count`, or drain and stop the highest-indexed ones."""
+        if count < 0:
+            raise ValueError(f"invalid replica count {count} for pool {self.role}: at least 0")
+        started = []
+        while len(self.replicas) < count:
+            replica = self._new_replica(len(self.replicas))
+            replica.process.start()
+            self.replicas.append(replica)
+            started.append(replica)
+        if started:
+            self._on_change()
+        if len(self.replicas) > count:
+            leaving = self.replicas[count:]
+            self.replicas = self.replicas[:count]
+            # The router drops the replicas from rotation before they drain.
+            self._on_change()
+            logger.info(
+                "scaling down pool=%s to=%d leaving=%s", self.role, count, [r.name for r in leaving]
+            )
+            stop_processes([replica.process for replica in leaving], self.options.drain_timeout_s)
+
+    def supervise(self) -> None:
+        for replica in self.replicas:
+            replica.process.supervise()
+
+    def processes(self) -> list[ManagedProcess]:
+        return [replica.process for replica in self.replicas]
+
+    def ready_count(self) -> int:
+        return sum(1 for replica in self.replicas if replica.process.healthy())
+
+
+class StartupError(Exception):
+    """A process of the deployment did not become healthy in time."""
+
+
+class LocalDeployment:
+    """Prefill and decode (or aggregated) pools plus a router, as local processes."""
+
+    def __init__(
+        self,
+        options: PoolOptions,
+        prefill_replicas: int = 1,
+        decode_replicas: int = 1,
+        aggregated_replicas: int = 0,
+        port: int = 8000,
+        router_args: list[str] | None = None,
+    ) -> None:
+        self.options = options
+        self.port = port or free_port(options.host)
+        self.router_args = router_args or []
+        self.initial = {
+            "prefill": prefill_replicas,
+            "decode": decode_replicas,
+            "aggregated": aggregated_replicas,
+        }
+        self.pools = {
+            role: LocalPool(role, options, on_change=self.write_endpoints)
+            for role in ("prefill", "decode", "aggregated")
+        }
+        self._state_dir = Path(tempfile.mkdtemp(prefix="disagg-serve-"))
+        self.endpoints_file = self._state_dir / "endpoints.json"
+        self.router: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.port}"
+
+    def write_endpoints(self) -> None:
+        # Aggregated replicas serve Decode.Generate with the prompt, so the
+        # router uses them as decode replicas with local prefill.
+        endpoints = Endpoints(
+            prefill=tuple(self.pools["prefill"].addresses),
+            decode=tuple(self.pools["decode"].addresses + self.pools["aggregated"].addresses),
+        )
+        write_endpoints_file(self.endpoints_file, endpoints)
+
+    def _all_processes(self) -> list[ManagedProcess]:
+        workers = [process for pool in self.pools.values() for process in pool.processes()]
+        return ([self.router] if self.router else []) + workers
+
+    def start(self, timeout_s: float = 600.0) -> None:
+        """Start every process and wait until all are healthy (StartupError otherwise)."""
+        self.write_endpoints()
+        for role, count in self.initial.items():
+            self.pools[role].scale_to(count)
+        router_argv = [
+            *disagg_command(),
+            "router",
+            "--model",
+            self.options.model,
+            "--host",
+            self.options.host,
+            "--port",
+            str(self.port),
+            "--endpoints-file",
+            str(self.endpoints_file),
+            "--discovery-interval",
+            str(ENDPOINTS_FILE_INTERVAL_S),
+            *self.router_args,
+        ]
+        self.router = ManagedProcess("router", router_argv, {}, f"{self.url}/health")
+        self.router.start()
+        self.wait_healthy(timeout_s)
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = self._all_processes()
+        while pending:
+            for process in pending:
+                if process.process is not None and process.process.poll() is not None:
+                    raise StartupError(
+                        f"{process.name} exited with code {process.process.returncode} "
+                        "during startup; see its log lines above"
+                    )
+            pending = [process for process in pending if not process.healthy()]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(process.name for process in pending)
+                raise StartupError(f"not healthy after {timeout_s:.0f} s: {names}")
+            time.sleep(0.5)
+        logger.info("deployment ready url=%s", self.url)
+
+    def supervise_once(self) -> None:
+        if self.router is not None:
+            self.router.supervise()
+        for pool in self.pools.values():
+            pool.supervise()
+
+    def stop(self) -> None:
+        """Drain and stop the router first, then every worker; kill what outlives the drain."""
+        if self.router is not None:
+            stop_processes([self.router], self.options.drain_timeout_s)
+        workers = [process for pool in self.pools.values() for process in pool.processes()]
+        stop_processes(workers, self.options.drain_timeout_s)
+        with contextlib.suppress(OSError):
+            self.endpoints_file.unlink(missing_ok=True)
+            self._state_dir.rmdir()
+        logger.info("deployment stopped")
