@@ -82,5 +82,12 @@ e2e: install
 kind-down:
 	kind delete cluster --name $(KIND_CLUSTER)
 
+# The configuration reference is generated from the CRD's field descriptions;
+# tests/operator/test_crd_reference.py fails when it is out of date.
+.PHONY: docs
+docs: install
+	$(BIN)/python -m disagg_operator.crd_reference crds/disagg.dev_disaggregateddeployments.yaml \
+		> docs/crd-reference.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
