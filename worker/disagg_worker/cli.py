@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "disagg_worker.commands.router",
     "disagg_worker.commands.serve",
+    "disagg_worker.commands.replay",
     "disagg_worker.commands.simulate",
     "disagg_worker.commands.worker",
 )
