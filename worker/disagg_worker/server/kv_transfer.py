@@ -346,9 +346,11 @@ class KVTransferService:
                 request_iterator, request_id, memoryview(buffer.numpy()), header.total_bytes
             )
             if received != header.total_bytes:
+                # A sender that cancels or disconnects usually ends the stream
+                # like this too, rather than by cancelling this handler.
                 raise TransferRejected(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    m.FAILURE_INVALID,
+                    m.FAILURE_INCOMPLETE,
                     f"KV transfer request_id={request_id} ended after {received} of "
                     f"{header.total_bytes} bytes",
                 )
@@ -393,10 +395,11 @@ class KVTransferService:
         async for message in request_iterator:
             if isinstance(message, pb.KVTransferMessage) and message.WhichOneof("body") == "header":
                 return message.header
+            got = "a chunk" if isinstance(message, ChunkView) else "a message without a body"
             raise TransferRejected(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 m.FAILURE_INVALID,
-                "invalid KV transfer: the first message must be a header, got a chunk",
+                f"invalid KV transfer: the first message must be a header, got {got}",
             )
         raise TransferRejected(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -427,11 +430,14 @@ class KVTransferService:
         received = 0
         async for message in request_iterator:
             if not isinstance(message, ChunkView):
+                got = (
+                    "a second header" if message.WhichOneof("body") else "a message without a body"
+                )
                 raise TransferRejected(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     m.FAILURE_INVALID,
-                    f"invalid KV transfer request_id={request_id}: a second header arrived "
-                    f"after {received} bytes; send exactly one header",
+                    f"invalid KV transfer request_id={request_id}: {got} arrived after "
+                    f"{received} bytes; send one header, then only chunks",
                 )
             if message.offset != received:
                 raise TransferRejected(
