@@ -109,7 +109,8 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 # Label that NVIDIA GPU feature discovery sets on nodes with a GPU.
 GPU_PRESENT_LABEL: Final = "nvidia.com/gpu.present"
 DEFAULT_GPU_NODE_SELECTOR: Final = {GPU_PRESENT_LABEL: "true"}
-# Taint key that GPU node pools commonly carry (GKE, AKS, the GPU operator docs).
+# Tolerates the NoSchedule taint with key nvidia.com/gpu that GPU node pools
+# often carry; operator Exists matches any taint value.
 GPU_TOLERATION: Final = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 # --- Ports ---------------------------------------------------------------------
@@ -118,7 +119,7 @@ GPU_TOLERATION: Final = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "N
 DEFAULT_ROUTER_PORT: Final = 8000
 # Worker gRPC port for KV transfer and prefill requests (spec.kvTransfer.port).
 DEFAULT_KV_TRANSFER_PORT: Final = 50051
-# Worker and router Prometheus /metrics and /health/* port.
+# Worker port of Prometheus /metrics and /health/ready, /health/live (spec.metricsPort).
 DEFAULT_METRICS_PORT: Final = 9090
 
 PORT_NAME_HTTP: Final = "http"
@@ -147,7 +148,7 @@ DEFAULT_SERVICE_TYPE: Final = "ClusterIP"
 SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer")
 
 DEFAULT_KV_TIMEOUT_SECONDS: Final = 30
-# 64 MiB: one gRPC message of KV cache chunks.
+# Largest gRPC message that workers send or accept: 64 MiB.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 
 DEFAULT_MIN_REMOTE_PREFILL_TOKENS: Final = 64
@@ -172,7 +173,7 @@ DEFAULT_DRAIN_TIMEOUT_SECONDS: Final = 60
 # SIGTERM reaches the process.
 PRE_STOP_SLEEP_SECONDS: Final = 5
 DRAIN_GRACE_MARGIN_SECONDS: Final = 10
-# Non-root user and group that the worker image runs as.
+# Non-root user and group id of the worker image (worker/Dockerfile).
 RUN_AS_USER: Final = 65532
 MODEL_CACHE_PATH: Final = "/var/cache/disagg"
 TMP_PATH: Final = "/tmp"

@@ -6,11 +6,11 @@ policy never look up a missing key. It raises `SpecError` where the mapping
 cannot be read at all: a missing required field, a value of the wrong type,
 an unknown field or an invalid quantity.
 
-`validate` lists every remaining problem as `SpecProblem(field, message)`:
-the ranges, enums and CEL rules of the CRD (an API server enforces them, but
-the operator must not rely on that: kmock and old clusters skip them) and the
-rules a schema cannot express, such as image reference syntax, GPU placement
-that can never schedule and a GPU budget that the minimum replicas exceed.
+`validate` lists every remaining problem as `SpecProblem(field, message)`.
+It checks the ranges, enums and CEL rules of the CRD again, because kmock
+and API servers without the CRD's schema skip them. It also checks what a
+schema cannot express: image reference syntax, GPU placement that can never
+schedule, and a GPU budget that the minimum replicas exceed.
 
 Callers: the kopf handlers (via `load`), the builders and the tests.
 """
@@ -62,9 +62,9 @@ class SpecProblem:
 
 # --- The typed spec ------------------------------------------------------------
 #
-# Field names are the snake_case of the CRD's camelCase keys; `json` in a
-# field's metadata names a key that does not follow that rule, and `json=None`
-# marks a field that is not part of the CR.
+# Field names are the snake_case of the CRD's camelCase keys. A `json` entry in
+# a field's metadata gives a key that does not follow that rule, and
+# `json=None` marks a field that is not part of the CR.
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def test_pods_do_not_mount_api_token():
 def test_env_has_pod_identity_and_cache():
     env = {e["name"]: e for e in container(make_body(), "decode")["env"]}
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
-    assert env["HF_HOME"]["value"] == "/var/cache/disagg"
+    assert env["HF_HOME"]["value"] == "/var/cache/disagg/huggingface"
 
 
 def test_spec_env_appended_and_overrides_builtin():

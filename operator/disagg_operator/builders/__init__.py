@@ -48,8 +48,8 @@ def build_children(
     Order: per worker pool (prefill, then decode) its headless Service,
     Deployment and PodDisruptionBudget; then the router Deployment and
     Service. `replicas` maps a role to a replica override (None: the spec's).
-    Raises SpecError for a spec that cannot be parsed and ValueError for a
-    body without name, namespace or uid; call `spec.load` first to report
+    Raises SpecError for a spec that cannot be parsed, and ValueError for a
+    body without name, namespace or uid. Call `spec.load` first to report
     invalid specs without building.
     """
     spec = parse_spec(body.get("spec"))

@@ -1,11 +1,11 @@
 """Deployments of the prefill pool, the decode pool and the router.
 
 Replicas: the builders put spec replicas into the Deployment unless the
-caller passes `replicas`. Who owns the replica count is the apply layer's
-decision, not the builders': it sends spec replicas when it creates a
-Deployment or when spec.autoscaling.mode is off, the autoscaler's desired
-replicas in builtin mode, and leaves the live count alone in external mode
-(HPA, KEDA), e.g. by dropping `spec.replicas` from the built manifest.
+caller passes `replicas`. The apply layer, not the builders, decides who
+owns the replica count. It sends spec replicas when it creates a Deployment
+or when spec.autoscaling.mode is off. In builtin mode it sends the
+autoscaler's desired replicas. In external mode (HPA, KEDA) it leaves the
+live count alone, e.g. by dropping `spec.replicas` from the built manifest.
 """
 
 from __future__ import annotations

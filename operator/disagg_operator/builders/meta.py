@@ -55,7 +55,7 @@ def labels(owner: Owner, role: str) -> dict[str, str]:
 def selector(owner: Owner, role: str) -> dict[str, str]:
     """Return the pod selector of a role: instance and role.
 
-    A Deployment's selector is immutable, so it holds only labels whose
+    A Deployment's selector is immutable, so it contains only labels whose
     values never change for the life of the custom resource.
     """
     return {c.LABEL_INSTANCE: owner.name, c.LABEL_ROLE: role}

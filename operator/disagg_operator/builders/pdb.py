@@ -13,9 +13,10 @@ def build_pdb(owner: Owner, role: str) -> dict[str, Any]:
 
     A node drain evicts at most one replica of the pool at a time, so the
     others keep serving while it drains. maxUnavailable (not minAvailable)
-    keeps a pool scaled to zero or one replica drainable. Pods that are not
-    ready may always be evicted, so a crash-looping replica never blocks a
-    drain.
+    keeps a pool scaled to zero or one replica drainable. With
+    unhealthyPodEvictionPolicy AlwaysAllow, running pods that are not ready
+    are evicted whatever the budget, so a crash-looping replica does not
+    block a drain.
     """
     if role not in c.WORKER_ROLES:
         raise ValueError(f"unknown worker role {role!r}: expected prefill or decode")

@@ -233,8 +233,9 @@ def _env(extra: tuple[EnvVar, ...]) -> list[dict[str, Any]]:
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("POD_IP", "status.podIP"),
-        # The root filesystem is read-only: caches go to the model-cache volume.
-        {"name": "HF_HOME", "value": c.MODEL_CACHE_PATH},
+        # The root filesystem is read-only, so caches go to the model-cache volume.
+        # HF_HOME is the path that the worker image sets too.
+        {"name": "HF_HOME", "value": f"{c.MODEL_CACHE_PATH}/huggingface"},
         {"name": "XDG_CACHE_HOME", "value": c.MODEL_CACHE_PATH},
         {"name": "TMPDIR", "value": c.TMP_PATH},
     ]
