@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "disagg_worker.commands.replay",
     "disagg_worker.commands.simulate",
     "disagg_worker.commands.worker",
+    "disagg_worker.commands.bench",
 )
 
 
