@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from docker_image import reference
+from docker_image import digest, reference
 from kubernetes.utils import parse_quantity
 
 from . import constants as c
@@ -534,7 +534,7 @@ def validate(spec: DeploymentSpec) -> list[SpecProblem]:
     """List every problem of a parsed spec, in field order; empty means valid.
 
     Steps:
-    1. ranges and enums that the CRD schema declares,
+    1. ranges, enums and non-empty strings that the CRD schema declares,
     2. the CRD's cross-field CEL rules,
     3. image references,
     4. per pool: GPU quantities, placement and tolerations, env,
@@ -543,6 +543,7 @@ def validate(spec: DeploymentSpec) -> list[SpecProblem]:
     problems: list[SpecProblem] = []
     problems += _check_ranges(spec)
     problems += _check_enums(spec)
+    problems += _check_non_empty(spec)
     problems += _check_cross_fields(spec)
     problems += _check_image(spec.image, "spec.image")
     for role in c.WORKER_ROLES:
@@ -643,6 +644,25 @@ def _check_enums(spec: DeploymentSpec) -> list[SpecProblem]:
     return problems
 
 
+def _check_non_empty(spec: DeploymentSpec) -> list[SpecProblem]:
+    # Strings with minLength 1 in the CRD; spec.image and pool images are
+    # checked as image references instead.
+    strings = [
+        ("spec.model.name", spec.model.name),
+        ("spec.model.source", spec.model.source),
+        ("spec.model.revision", spec.model.revision),
+    ]
+    strings += [
+        (f"spec.imagePullSecrets[{index}].name", name)
+        for index, name in enumerate(spec.image_pull_secrets)
+    ]
+    return [
+        SpecProblem(path, "must not be empty; set a value or remove the field")
+        for path, value in strings
+        if value is not None and not value.strip()
+    ]
+
+
 def _check_cross_fields(spec: DeploymentSpec) -> list[SpecProblem]:
     # The same rules as the CRD's x-kubernetes-validations.
     problems = []
@@ -679,7 +699,9 @@ def _check_cross_fields(spec: DeploymentSpec) -> list[SpecProblem]:
 def _check_image(image: str, path: str) -> list[SpecProblem]:
     try:
         reference.Reference.parse(image)
-    except Exception as error:  # the library raises a family of unrelated exception types
+    # An invalid digest (e.g. upper-case hex) raises InvalidDigest, which is
+    # not an InvalidReference.
+    except (reference.InvalidReference, digest.InvalidDigest) as error:
         return [
             SpecProblem(
                 path,

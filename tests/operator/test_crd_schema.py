@@ -149,6 +149,21 @@ def test_crd_enums_also_checked_by_validate(path):
     assert path in {problem.field for problem in problems}
 
 
+def _non_empty_fields():
+    for path, schema in iter_properties(root_schema()):
+        if path.startswith("spec.") and "[]" not in path and schema.get("minLength") == 1:
+            yield path
+
+
+@pytest.mark.parametrize("path", list(_non_empty_fields()))
+def test_crd_min_length_also_checked_by_validate(path):
+    body = make_body()
+    set_path(body, path, "")
+    assert schema_errors(body), f"the schema accepts {path}=''"
+    problems = validate(parse_spec(body["spec"]))
+    assert path in {problem.field for problem in problems}
+
+
 def test_crd_printer_columns_point_at_status_fields():
     (version,) = load_crd()["spec"]["versions"]
     known = {f".{path}" for path, _ in iter_properties(root_schema())}

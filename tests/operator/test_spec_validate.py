@@ -97,6 +97,13 @@ PROBLEM_CASES = [
     ("image-short-digest", {"image": "disagg@sha256:abc"}, "spec.image", "invalid image reference"),
     ("image-empty-path", {"image": "registry//disagg"}, "spec.image", "invalid image reference"),
     ("image-space", {"image": "disagg worker"}, "spec.image", "invalid image reference"),
+    (
+        "image-uppercase-digest",
+        {"image": "disagg@sha256:" + "A" * 64},
+        "spec.image",
+        "invalid digest",
+    ),
+    ("image-empty", {"image": ""}, "spec.image", "invalid image reference"),
     ("pool-image-invalid", {"decode": {"image": "UPPER:1"}}, "spec.decode.image", "e.g. registry"),
     (
         "gpu-present-false",
