@@ -44,6 +44,8 @@ OPERATOR_IMAGE ?= disagg-operator:$(IMAGE_TAG)
 WORKER_IMAGE ?= disagg-worker:$(IMAGE_TAG)
 KIND_CLUSTER ?= disagg
 KIND_CONFIG ?= deploy/kind/kind-config.yaml
+# kubectl and helm target the kind cluster's context, whatever the current one is.
+KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
 CHART := helm/disagg-operator
 HELM_RELEASE ?= disagg-operator
 HELM_NAMESPACE ?= disagg-system
@@ -69,12 +71,13 @@ kind-load:
 # helm installs crds/ only on the first install and never upgrades them, so
 # the CRDs are applied first on every run.
 helm-install: crds-sync
-	kubectl apply --server-side --force-conflicts -f $(CHART)/crds/
-	helm upgrade --install $(HELM_RELEASE) $(CHART) --namespace $(HELM_NAMESPACE) \
-		--create-namespace --set image.tag=$(IMAGE_TAG) --wait --timeout 5m
+	kubectl --context $(KUBE_CONTEXT) apply --server-side --force-conflicts -f $(CHART)/crds/
+	helm upgrade --install $(HELM_RELEASE) $(CHART) --kube-context $(KUBE_CONTEXT) \
+		--namespace $(HELM_NAMESPACE) --create-namespace --set image.tag=$(IMAGE_TAG) \
+		--wait --timeout 5m
 
 demo-kind: kind-up images kind-load helm-install
-	deploy/kind/demo.sh $(DEMO_EXAMPLE)
+	KUBE_CONTEXT=$(KUBE_CONTEXT) DISAGG=$(BIN)/disagg deploy/kind/demo.sh $(DEMO_EXAMPLE)
 
 e2e: install
 	$(BIN)/pytest -m e2e tests/e2e

