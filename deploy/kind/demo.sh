@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# CPU demo on the kind cluster (`make demo-kind` runs it after installing the
-# chart): apply a DisaggregatedDeployment, wait until it is Available, replay
-# load through a port-forward to its router while `kubectl get dd -w` shows
-# the pools scale, then keep watching the scale-down until Ctrl-C.
+# CPU demo on the kind cluster, run by `make demo-kind` after it installs the
+# chart. It applies a DisaggregatedDeployment and waits until it is Available.
+# Then it replays load through a port-forward to the router while
+# `kubectl get dd -w` shows the pools scale, and watches the scale-down until
+# Ctrl-C.
 #
 # Usage: deploy/kind/demo.sh EXAMPLE.yaml
 # Environment: KUBE_CONTEXT (default kind-disagg), DISAGG (the disagg command),

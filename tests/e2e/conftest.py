@@ -1,8 +1,8 @@
 """Fixtures of the kind end-to-end tests: a kind cluster with the images and the chart.
 
 Runs only with `pytest -m e2e tests/e2e` (or `make e2e`) where docker, kind,
-kubectl and helm are on PATH and the Docker daemon answers; otherwise every
-test is skipped with the reason. The session builds and loads the images
+kubectl and helm are on PATH and the Docker daemon responds to `docker info`.
+Elsewhere every test is skipped with the reason. The session builds and loads the images
 with the Makefile targets, installs the chart, and deletes the cluster at
 the end unless DISAGG_E2E_KEEP_CLUSTER=1.
 

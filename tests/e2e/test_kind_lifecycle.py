@@ -40,9 +40,9 @@ SCALE_DOWN_TIMEOUT = 600
 DELETE_TIMEOUT = 300
 REQUEST_TIMEOUT = 300
 
-# About 600 prompt tokens: above the example's minRemotePrefillTokens (128), so
-# the router sends each request to the prefill pool, and long enough on CPU
-# that requests queue there.
+# 651 prompt tokens with the SmolLM2 tokenizer: above the example's
+# minRemotePrefillTokens (128), so the router sends each request to the
+# prefill pool, and long enough on CPU that requests queue there.
 LONG_PROMPT = "Disaggregated serving splits prefill and decode into separate pools. " * 50
 LOAD_CONCURRENCY = 12
 MODEL_NAME = yaml.safe_load(EXAMPLE.read_text())["spec"]["model"]["name"]

@@ -1,4 +1,4 @@
-"""The chart's crds/ holds the operator's CRD byte for byte, and `make crds-sync` restores it."""
+"""The chart's crds/ contains the operator's CRD byte for byte, and `make crds-sync` restores it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """ServiceMonitor, PodMonitor and the Grafana dashboard match the pods the operator builds.
 
 The monitoring.coreos.com kinds have no schema in kubernetes-validate, so the
-checks here are structural: the selectors match the labels and port names that
-the operator's builders put on workers and routers, and every metric the
-dashboard queries is one the workers export.
+checks here are structural. The selectors must match the labels and port names
+that the operator's builders put on workers and routers. Every metric the
+dashboard queries must be one that a worker or the router exports.
 """
 
 from __future__ import annotations

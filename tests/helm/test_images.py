@@ -89,8 +89,10 @@ def test_runs_as_numeric_non_root(name):
     users = [i.value[0] for i in _instructions(name) if i.cmd == "USER"]
     assert users, f"{name}: no USER instruction"
     user, _, group = users[-1].partition(":")
-    assert user.isdigit() and int(user) > 0
-    assert group.isdigit() and int(group) > 0
+    assert user.isdigit(), f"{name}: USER {user} is not numeric"
+    assert int(user) > 0
+    assert group.isdigit(), f"{name}: group {group} is not numeric"
+    assert int(group) > 0
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
