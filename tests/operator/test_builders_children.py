@@ -135,3 +135,14 @@ def test_owner_from_body():
 )
 def test_router_endpoint(name, namespace, port, url):
     assert router_endpoint(name, namespace, port) == url
+
+
+def test_child_name_unknown_role_rejected():
+    with pytest.raises(ValueError, match="unknown role 'worker'"):
+        c.child_name("demo", "worker")
+
+
+def test_longest_name_fits_service_names():
+    name = "a" * c.MAX_NAME_LENGTH
+    longest = max((c.child_name(name, role) for role in c.ROLES), key=len)
+    assert len(longest) == 63
