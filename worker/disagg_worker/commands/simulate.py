@@ -62,10 +62,28 @@ def register(subparsers) -> None:
         help="scale-down stabilization window, s (default 300)",
     )
     parser.add_argument(
+        "--scale-up-stabilization",
+        type=float,
+        default=0.0,
+        help="scale-up stabilization window, s (default 0)",
+    )
+    parser.add_argument(
         "--max-step", type=int, default=4, help="max replicas added or removed per decision"
     )
     parser.add_argument(
+        "--tolerance", type=float, default=0.1, help="no change within 1 ± this ratio (default 0.1)"
+    )
+    parser.add_argument(
         "--target-queue-depth", type=float, default=4.0, help="targetQueueDepth per replica"
+    )
+    parser.add_argument(
+        "--decode-in-flight-fraction",
+        type=float,
+        default=0.75,
+        help=(
+            "decode targetInFlight as a fraction of the largest batch whose step meets "
+            "--slo-itl (default 0.75)"
+        ),
     )
     parser.add_argument(
         "--prefill-min-replicas", type=int, default=1, help="prefill minReplicas (default 1)"
@@ -106,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from disagg_operator.simulate.report import format_table, plot_timeline, result_summary
     from disagg_operator.simulate.runner import Objectives
 
-    for name in ("--slo-ttft", "--slo-itl", "--time-scale", "--token-scale", "--interval"):
+    names = ("--slo-ttft", "--slo-itl", "--time-scale", "--token-scale", "--interval")
+    for name in (*names, "--decode-in-flight-fraction", "--target-queue-depth"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
     _check_positive("--max-requests", args.max_requests)
     policies = tuple(name.strip() for name in args.policies.split(",") if name.strip())
@@ -123,13 +142,16 @@ def run(args: argparse.Namespace) -> int:
         calibration = load_calibration(args.calibration)
         settings = AutoscalingSettings(
             interval_seconds=args.interval,
+            scale_up_stabilization_seconds=args.scale_up_stabilization,
             scale_down_stabilization_seconds=args.scale_down_stabilization,
             max_step_replicas=args.max_step,
+            tolerance=args.tolerance,
         )
         deployment = SimulatedDeployment(
             settings=settings,
             target_queue_depth=args.target_queue_depth,
             prefill_min_replicas=args.prefill_min_replicas,
+            decode_in_flight_fraction=args.decode_in_flight_fraction,
         )
     except (TraceError, CalibrationError, ValueError) as error:
         raise CommandError(str(error)) from error
@@ -154,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         title = (
-            f"builtin policy, {args.trace.name}, {len(requests)} requests, "
-            f"SLO TTFT {args.slo_ttft:g} s ITL {args.slo_itl:g} s, token scale "
-            f"{args.token_scale:g}, {calibration.source[:60]}"
+            f"builtin policy: {args.trace.name}, {len(requests)} requests, token scale "
+            f"{args.token_scale:g}, time scale {args.time_scale:g}, "
+            f"SLO TTFT {args.slo_ttft:g} s, ITL {args.slo_itl:g} s\n"
+            f"calibration {args.calibration.name}: {calibration.source}"
         )
         plot_timeline(results["builtin"], args.plot, title)
         progress(f"plot written to {args.plot}")
