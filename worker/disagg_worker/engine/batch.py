@@ -42,29 +42,34 @@ class BatchedCache:
         """Append one row per request, each a flat [key, value, ...] list with batch 1."""
         if not requests:
             return
-        layers = self._layers()
-        for tensors in requests:
-            new_layers = [(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
-            new_length = new_layers[0][0].shape[-2]
-            if layers is None:
-                layers, self.pads = new_layers, [0]
-                continue
 
-            # Pad whichever side is shorter on the left, then stack the rows.
-            length = layers[0][0].shape[-2]
-            if new_length < length:
-                new_layers = [_pad_left(pair, length - new_length) for pair in new_layers]
-                new_pad = length - new_length
-            else:
-                layers = [_pad_left(pair, new_length - length) for pair in layers]
-                self.pads = [pad + new_length - length for pad in self.pads]
-                new_pad = 0
-            layers = [
-                (torch.cat([keys, new_keys]), torch.cat([values, new_values]))
-                for (keys, values), (new_keys, new_values) in zip(layers, new_layers, strict=True)
+        # Every row is left-padded once to the longest length, then all rows are stacked.
+        layer_count = len(requests[0]) // 2
+        new_lengths = [tensors[0].shape[-2] for tensors in requests]
+        length = max(self.length, *new_lengths)
+        shift = length - self.length
+        keys_by_layer: list[list[torch.Tensor]] = [[] for _ in range(layer_count)]
+        values_by_layer: list[list[torch.Tensor]] = [[] for _ in range(layer_count)]
+        for layer, pair in enumerate(self._layers() or []):
+            keys, values = _pad_left(pair, shift)
+            keys_by_layer[layer].append(keys)
+            values_by_layer[layer].append(values)
+        pads = [pad + shift for pad in self.pads]
+        for tensors, new_length in zip(requests, new_lengths, strict=True):
+            for layer in range(layer_count):
+                pair = (tensors[2 * layer], tensors[2 * layer + 1])
+                keys, values = _pad_left(pair, length - new_length)
+                keys_by_layer[layer].append(keys)
+                values_by_layer[layer].append(values)
+            pads.append(length - new_length)
+
+        self.pads = pads
+        self.cache = DynamicCache(
+            [
+                (torch.cat(keys), torch.cat(values))
+                for keys, values in zip(keys_by_layer, values_by_layer, strict=True)
             ]
-            self.pads.append(new_pad)
-        self.cache = DynamicCache(layers)
+        )
 
     def remove(self, rows: Sequence[int]) -> None:
         """Drop `rows` (indices into the current batch) and trim shared padding."""
