@@ -163,6 +163,8 @@ DEFAULT_SCALE_UP_STABILIZATION_SECONDS: Final = 0
 DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS: Final = 300
 # Relative deviation from the target queue depth that does not trigger scaling.
 DEFAULT_AUTOSCALING_TOLERANCE: Final = 0.1
+# Most replicas one builtin scaling decision adds or removes per pool.
+DEFAULT_MAX_STEP_REPLICAS: Final = 4
 
 # --- Pod lifecycle -------------------------------------------------------------
 

@@ -55,7 +55,9 @@ def _validation(schema: dict[str, Any], required: bool) -> str:
         rules.append("required")
     if "enum" in schema:
         rules.append("one of " + ", ".join(f"`{value}`" for value in schema["enum"]))
-    if "minimum" in schema and "maximum" in schema:
+    if schema.get("exclusiveMaximum"):
+        rules.append(f"≥ {schema.get('minimum', '-∞')} and < {schema['maximum']}")
+    elif "minimum" in schema and "maximum" in schema:
         rules.append(f"{schema['minimum']} to {schema['maximum']}")
     elif "minimum" in schema:
         rules.append(f"≥ {schema['minimum']}")

@@ -182,7 +182,7 @@ class AutoscalingSpec:
     interval_seconds: int = c.DEFAULT_AUTOSCALING_INTERVAL_SECONDS
     scale_up_stabilization_seconds: int = c.DEFAULT_SCALE_UP_STABILIZATION_SECONDS
     scale_down_stabilization_seconds: int = c.DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS
-    max_step_replicas: int | None = None
+    max_step_replicas: int = c.DEFAULT_MAX_STEP_REPLICAS
     tolerance: float = c.DEFAULT_AUTOSCALING_TOLERANCE
     max_total_gpus: int | None = field(default=None, metadata={"json": "maxTotalGPUs"})
 
@@ -480,7 +480,7 @@ def parse_spec(raw: Any, path: str = "spec") -> DeploymentSpec:
             scale_down_stabilization_seconds=scaling.integer(
                 "scaleDownStabilizationSeconds", c.DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS
             ),
-            max_step_replicas=scaling.integer("maxStepReplicas"),
+            max_step_replicas=scaling.integer("maxStepReplicas", c.DEFAULT_MAX_STEP_REPLICAS),
             tolerance=scaling.number("tolerance", c.DEFAULT_AUTOSCALING_TOLERANCE),
             max_total_gpus=scaling.integer("maxTotalGPUs"),
         ),
@@ -609,7 +609,7 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
             3600,
         ),
         ("spec.autoscaling.maxStepReplicas", scaling.max_step_replicas, 1, None),
-        ("spec.autoscaling.tolerance", scaling.tolerance, 0, 1),
+        ("spec.autoscaling.tolerance", scaling.tolerance, 0, None),
         ("spec.autoscaling.maxTotalGPUs", scaling.max_total_gpus, 1, None),
     ]
 
@@ -620,6 +620,15 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
         if value < minimum or (maximum is not None and value > maximum):
             allowed = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
             problems.append(SpecProblem(path, f"{value} is out of range; use {allowed}"))
+
+    # The CRD's only exclusive bound: a tolerance of 1 or more never scales down.
+    if scaling.tolerance >= 1:
+        problems.append(
+            SpecProblem(
+                "spec.autoscaling.tolerance",
+                f"{scaling.tolerance:g} is out of range; use at least 0 and below 1, e.g. 0.1",
+            )
+        )
     return problems
 
 

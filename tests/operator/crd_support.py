@@ -78,8 +78,9 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 def to_json_schema(schema: Any) -> Any:
     """Convert the CRD's OpenAPI schema to JSON Schema.
 
-    Drops x-kubernetes-* keys, and forbids unknown properties where the
-    schema lists properties and does not preserve unknown fields.
+    Drops x-kubernetes-* keys, turns OpenAPI 3.0's boolean exclusiveMaximum
+    into the numeric form of JSON Schema, and forbids unknown properties
+    where the schema lists properties and does not preserve unknown fields.
     """
     if isinstance(schema, list):
         return [to_json_schema(item) for item in schema]
@@ -93,6 +94,8 @@ def to_json_schema(schema: Any) -> Any:
             out[key] = {name: to_json_schema(child) for name, child in item.items()}
         else:
             out[key] = to_json_schema(item)
+    if schema.get("exclusiveMaximum") is True:
+        out["exclusiveMaximum"] = out.pop("maximum")
     preserves = schema.get("x-kubernetes-preserve-unknown-fields")
     if "properties" in schema and not preserves and "additionalProperties" not in schema:
         out["additionalProperties"] = False

@@ -119,7 +119,9 @@ def _bounded_fields():
             continue
         if "minimum" in schema:
             yield path, "minimum", schema["minimum"] - (1 if schema["type"] == "integer" else 0.5)
-        if "maximum" in schema:
+        if schema.get("exclusiveMaximum"):
+            yield path, "exclusiveMaximum", schema["maximum"]
+        elif "maximum" in schema:
             yield path, "maximum", schema["maximum"] + 1
 
 
