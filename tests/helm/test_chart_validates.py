@@ -1,7 +1,7 @@
 """Every object the chart renders is valid Kubernetes, for each value combination.
 
 Built-in kinds are checked with kubernetes-validate in strict mode (unknown
-fields are errors) against the oldest Kubernetes version Chart.yaml admits and
+fields are errors) against the oldest Kubernetes version that Chart.yaml admits and
 the newest one kubernetes-validate ships. kopf.dev peering objects are checked
 against the peering CRD in the chart's crds/. monitoring.coreos.com objects
 have no schema here (the Prometheus Operator CRDs are not vendored); their
@@ -10,14 +10,22 @@ structure is tested in test_chart_monitoring.py.
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from chart_support import CHART_DIR, VALUE_CASES
 
-# Chart.yaml declares kubeVersion ">=1.29.0-0".
-KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
+
+def _minimum_kubernetes_version() -> str:
+    """Return MAJOR.MINOR of the lowest version Chart.yaml's kubeVersion admits."""
+    constraint = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["kubeVersion"]
+    return re.fullmatch(r">=(\d+\.\d+)\.\d+(-0)?", constraint).group(1)
+
+
+KUBERNETES_VERSIONS = (_minimum_kubernetes_version(), kubernetes_validate.latest_version())
 CUSTOM_GROUPS_CHECKED_ELSEWHERE = ("monitoring.coreos.com/",)
 
 
