@@ -41,6 +41,8 @@ def test_worker_args_defaults(role):
         "9090",
         "--max-message-bytes",
         "67108864",
+        "--kv-timeout",
+        "30",
         "--max-batch",
         "16",
         "--max-queue",
@@ -62,6 +64,7 @@ WORKER_ARG_CASES = [
     ),
     ("drain-timeout-120", {"decode": {"drainTimeoutSeconds": 120}}, "--drain-timeout", "120"),
     ("max-batch-64", {"decode": {"maxBatch": 64}}, "--max-batch", "64"),
+    ("kv-timeout-5", {"kvTransfer": {"timeoutSeconds": 5}}, "--kv-timeout", "5"),
     ("max-queue-128", {"decode": {"maxQueue": 128}}, "--max-queue", "128"),
     (
         "revision-main",
@@ -98,25 +101,26 @@ def test_router_args_defaults():
         "8000",
         "--model",
         "smollm2",
-        "--served-model-name",
-        "SmolLM2-135M-Instruct",
         "--discover",
         "demo.models",
-        "--grpc-port",
+        "--discover-port",
         "50051",
         "--min-remote-prefill-tokens",
         "64",
         "--kv-timeout",
         "30",
-        "--max-message-bytes",
-        "67108864",
-        "--drain-timeout",
-        "60",
     ]
 
 
 ROUTER_ARG_CASES = [
     ("port-8080", {"router": {"port": 8080}}, "--port", "8080"),
+    (
+        "model-source-org-model",
+        {"model": {"name": "m", "source": "org/model"}},
+        "--model",
+        "org/model",
+    ),
+    ("discover-port-50052", {"kvTransfer": {"port": 50052}}, "--discover-port", "50052"),
     (
         "min-remote-prefill-0",
         {"disaggregation": {"minRemotePrefillTokens": 0}},
@@ -124,7 +128,6 @@ ROUTER_ARG_CASES = [
         "0",
     ),
     ("kv-timeout-5", {"kvTransfer": {"timeoutSeconds": 5}}, "--kv-timeout", "5"),
-    ("drain-follows-decode-90", {"decode": {"drainTimeoutSeconds": 90}}, "--drain-timeout", "90"),
 ]
 
 
@@ -235,3 +238,47 @@ def test_image_pull_secrets_on_every_pod():
     body = make_body(imagePullSecrets=[{"name": "registry"}])
     for role in ("prefill", "decode", "router"):
         assert pod_spec(body, role)["imagePullSecrets"] == [{"name": "registry"}]
+
+
+FULL_SPEC = {
+    "model": {"name": "m", "source": "org/model", "revision": "v1"},
+    "kvTransfer": {"port": 50052, "timeoutSeconds": 5, "maxMessageBytes": 8388608},
+    "metricsPort": 9100,
+    "decode": {"maxBatch": 32, "maxQueue": 48, "drainTimeoutSeconds": 90},
+}
+
+
+@pytest.mark.parametrize("role", ["prefill", "decode", "router"])
+def test_args_accepted_by_disagg_cli(role):
+    # The arguments are a contract with `disagg worker` and `disagg router`:
+    # the real parser must accept every flag and value.
+    from disagg_worker.cli import build_parser
+
+    c = container(make_body(**FULL_SPEC), role)
+    parsed = build_parser().parse_args(c["args"])
+    assert parsed.command == ("router" if role == "router" else "worker")
+
+
+def test_decode_args_parse_to_spec_values():
+    from disagg_worker.cli import build_parser
+
+    parsed = build_parser().parse_args(container(make_body(**FULL_SPEC), "decode")["args"])
+    assert parsed.role == "decode"
+    assert parsed.model == "org/model"
+    assert parsed.revision == "v1"
+    assert parsed.grpc_port == 50052
+    assert parsed.metrics_port == 9100
+    assert parsed.max_batch == 32
+    assert parsed.max_queue == 48
+    assert parsed.max_message_bytes == 8388608
+    assert parsed.kv_timeout == 5
+    assert parsed.drain_timeout == 90
+
+
+def test_router_args_parse_to_spec_values():
+    from disagg_worker.cli import build_parser
+
+    parsed = build_parser().parse_args(container(make_body(**FULL_SPEC), "router")["args"])
+    assert parsed.discover == "demo.models"
+    assert parsed.discover_port == 50052
+    assert parsed.kv_timeout == 5

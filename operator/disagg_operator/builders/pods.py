@@ -42,6 +42,8 @@ def worker_args(spec: DeploymentSpec, role: str) -> list[str]:
         str(spec.metrics_port),
         "--max-message-bytes",
         str(spec.kv_transfer.max_message_bytes),
+        "--kv-timeout",
+        str(spec.kv_transfer.timeout_seconds),
         "--max-batch",
         str(pool.max_batch),
         "--max-queue",
@@ -55,37 +57,27 @@ def worker_args(spec: DeploymentSpec, role: str) -> list[str]:
 def router_args(spec: DeploymentSpec, owner: Owner) -> list[str]:
     """Return the arguments of `disagg` in the router container.
 
-    `--discover NAME.NAMESPACE` names the deployment whose headless Services
-    NAME-prefill.NAMESPACE and NAME-decode.NAMESPACE list the worker pods.
-    The router drains as long as the decode pool does, because its open
-    streams end when their decode requests do.
+    `--discover NAME.NAMESPACE` makes the router resolve the headless
+    Services NAME-prefill.NAMESPACE.svc and NAME-decode.NAMESPACE.svc, and
+    `--discover-port` is the workers' gRPC port.
     """
-    args = [
+    # NOTE: `disagg router` takes no --revision or --served-model-name, so
+    # spec.model.revision and spec.model.name reach only the workers.
+    return [
         "router",
         "--port",
         str(spec.router.port),
         "--model",
         spec.model.source,
-        "--served-model-name",
-        spec.model.name,
-    ]
-    if spec.model.revision is not None:
-        args += ["--revision", spec.model.revision]
-    args += [
         "--discover",
         f"{owner.name}.{owner.namespace}",
-        "--grpc-port",
+        "--discover-port",
         str(spec.kv_transfer.port),
         "--min-remote-prefill-tokens",
         str(spec.disaggregation.min_remote_prefill_tokens),
         "--kv-timeout",
         str(spec.kv_transfer.timeout_seconds),
-        "--max-message-bytes",
-        str(spec.kv_transfer.max_message_bytes),
-        "--drain-timeout",
-        str(spec.decode.drain_timeout_seconds),
     ]
-    return args
 
 
 def worker_pod_template(spec: DeploymentSpec, owner: Owner, role: str) -> dict[str, Any]:
@@ -152,6 +144,8 @@ def router_pod_template(spec: DeploymentSpec, owner: Owner) -> dict[str, Any]:
     }
     pod_spec = {
         "containers": [container],
+        # The router's open streams end when their decode requests do, so it
+        # gets as long as the decode pool to drain.
         "terminationGracePeriodSeconds": (
             c.PRE_STOP_SLEEP_SECONDS
             + spec.decode.drain_timeout_seconds
