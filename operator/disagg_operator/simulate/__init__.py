@@ -66,7 +66,7 @@ def compare_policies(
     policies: tuple[str, ...] = POLICY_NAMES,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, RunResult]:
-    """Run each named policy over the trace; the autoscalers start at the static mean sizes."""
+    """Run each named policy over the trace. The autoscalers start at the static mean sizes."""
     sizes = size_static(requests, calibration, objectives.itl_seconds)
     pools = deployment.pools(calibration, objectives)
     scalers = {

@@ -93,6 +93,7 @@ def calibration_from_dict(data: dict, origin: str = "calibration") -> Calibratio
     numbers = {}
     for key in REQUIRED_NUMBERS:
         numbers[key] = _positive_number(data, key, origin, allow_zero=key == "startup_seconds")
+
     points = data.get("decode_step_seconds")
     if not isinstance(points, list) or not points:
         raise CalibrationError(
@@ -111,8 +112,10 @@ def calibration_from_dict(data: dict, origin: str = "calibration") -> Calibratio
             )
         parsed.append((int(point[0]), float(point[1])))
     parsed.sort()
+
     if len({size for size, _ in parsed}) != len(parsed):
         raise CalibrationError(f"{origin}: decode_step_seconds repeats a batch size")
+
     max_batch = data.get("max_batch_size", parsed[-1][0])
     if not isinstance(max_batch, int) or max_batch < 1:
         raise CalibrationError(f"{origin}: invalid max_batch_size {max_batch!r}: must be 1 or more")

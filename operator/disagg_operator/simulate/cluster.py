@@ -7,8 +7,8 @@ Model, per request:
    loaded ready prefill replica (remote prefill), and the least loaded
    decode replica is chosen at the same time, as the router does.
    Otherwise it queues for local prefill on the least loaded decode replica.
-2. A prefill replica runs one prefill at a time (`prompt / prefill tokens/s`),
-   then the KV transfer (`prompt * KV bytes per token / bytes/s`) runs; the
+2. A prefill replica runs one prefill at a time (`prompt / prefill tokens/s`).
+   The KV transfer (`prompt * KV bytes per token / bytes/s`) follows, and the
    first token reaches the client when the transfer ends. Transfers run in
    parallel without contention.
 3. The decode replica admits the request into its continuous batch at the
@@ -125,7 +125,7 @@ class DecodeReplica(Replica):
 
 @dataclass
 class PoolView:
-    """What a scaler sees of one pool at a tick."""
+    """The state of one pool that a scaler reads at a tick."""
 
     role: str
     current_replicas: int
@@ -189,7 +189,7 @@ class Cluster:
     def _least_loaded(self, role: str):
         ready = [r for r in self.replicas[role] if r.state == READY]
         if not ready and role == DECODE:
-            # Decode keeps at least one replica; before it is ready, queue on a starting one.
+            # Decode keeps at least one replica, so until one is ready, queue on a starting one.
             ready = [r for r in self.replicas[role] if r.active]
         if not ready:
             return None

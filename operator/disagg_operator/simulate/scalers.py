@@ -154,9 +154,9 @@ def size_static(
     """Size the static baselines from the trace's offered load.
 
     The need of a pool in a window is the replica-seconds of work arriving in
-    it over the window length: prompt tokens over prefill tokens/s for
-    prefill; output tokens times the per-token cost at the largest batch whose
-    step meets the ITL objective for decode. Peak is the max over
+    it, divided by the window length. Prefill work is prompt tokens over
+    prefill tokens/s. Decode work is output tokens times the per-token cost at
+    the largest batch whose step meets the ITL objective. Peak is the max over
     NEED_WINDOW_SECONDS windows, mean is over the whole trace, both rounded up.
     """
     batch = calibration.batch_for_step_seconds(slo_itl_seconds)

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
         default=DEFAULT_CALIBRATION,
         help=f"cost model JSON (default {DEFAULT_CALIBRATION})",
     )
+
+    # Objectives and trace scaling.
     parser.add_argument(
         "--slo-ttft", type=float, default=5.0, help="time-to-first-token objective, s (default 5)"
     )
@@ -52,6 +54,8 @@ def register(subparsers) -> None:
         help="multiply prompt and output token counts by this factor, at least 1 (default 1)",
     )
     parser.add_argument("--max-requests", type=int, help="replay only the first N requests")
+
+    # Autoscaling settings and pool fields of the simulated deployment.
     parser.add_argument(
         "--interval", type=float, default=15.0, help="autoscaling interval, s (default 15)"
     )
@@ -88,6 +92,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--prefill-min-replicas", type=int, default=1, help="prefill minReplicas (default 1)"
     )
+
+    # What to run and what to write.
     parser.add_argument(
         "--policies",
         default="builtin,static_peak,static_mean,utilisation",
