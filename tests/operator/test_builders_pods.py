@@ -163,7 +163,14 @@ def test_router_probes_on_http_port():
     c = container(make_body(router={"port": 8080}), "router")
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_router_liveness_ignores_decode_health():
+    # /health fails while no decode replica is ready; that must not restart the router.
+    c = container(make_body(), "router")
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert c["startupProbe"]["tcpSocket"] == {"port": "http"}
+    assert "httpGet" not in c["livenessProbe"]
 
 
 def test_startup_probe_allows_600s_model_load():

@@ -131,13 +131,14 @@ def router_pod_template(spec: DeploymentSpec, owner: Owner) -> dict[str, Any]:
         "ports": [{"name": c.PORT_NAME_HTTP, "containerPort": spec.router.port, "protocol": "TCP"}],
         "env": _env(()),
         "resources": spec.router.resources.to_manifest(),
-        "startupProbe": _http_probe(
-            c.ROUTER_HEALTH_PATH,
-            c.PORT_NAME_HTTP,
-            failure_threshold=_STARTUP_SECONDS // _PROBE_PERIOD_SECONDS,
+        # /health answers 503 while no decode replica is ready, which is a
+        # reason to take the router out of its Service, not to restart it. So
+        # startup and liveness only check that the HTTP port accepts connections.
+        "startupProbe": _tcp_probe(
+            c.PORT_NAME_HTTP, failure_threshold=_STARTUP_SECONDS // _PROBE_PERIOD_SECONDS
         ),
         "readinessProbe": _http_probe(c.ROUTER_HEALTH_PATH, c.PORT_NAME_HTTP),
-        "livenessProbe": _http_probe(c.ROUTER_HEALTH_PATH, c.PORT_NAME_HTTP, failure_threshold=6),
+        "livenessProbe": _tcp_probe(c.PORT_NAME_HTTP, failure_threshold=6),
         "lifecycle": _pre_stop(),
         "securityContext": _container_security_context(),
         "volumeMounts": _volume_mounts(),
@@ -246,6 +247,15 @@ def _field_env(name: str, field_path: str) -> dict[str, Any]:
 def _http_probe(path: str, port: str, failure_threshold: int = 3) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
+        "periodSeconds": _PROBE_PERIOD_SECONDS,
+        "timeoutSeconds": 2,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _tcp_probe(port: str, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
         "periodSeconds": _PROBE_PERIOD_SECONDS,
         "timeoutSeconds": 2,
         "failureThreshold": failure_threshold,
