@@ -15,8 +15,9 @@ Rules, in the order `decide` applies them to each pool:
    replica's worth of load, and a pool that keeps up, with an empty queue,
    keeps its replicas instead of reading zero. For decode it is the batch size per replica
    that meets the inter-token latency objective.
-2. Metrics. An observation older than `metrics_max_age_seconds` (default three
-   intervals) is stale and ignored. With fewer fresh observations than ready
+2. Metrics. Only the latest observation of each replica counts. One older
+   than `metrics_max_age_seconds` (default three intervals) is stale and
+   ignored. With fewer fresh observations than ready
    replicas the data is partial: the policy never scales down on it, but it
    scales up when the observed load alone already exceeds the band, because
    the missing replicas can only add load.
@@ -216,8 +217,13 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
     if ready == 0:
         return _decide_without_ready_replicas(now, pool, settings)
 
-    # 2. Load from fresh observations. Stale ones are dropped.
-    fresh = [o for o in pool.observations if now - o.time <= settings.max_metrics_age]
+    # 2. Load from the latest fresh observation of each replica. Stale ones are dropped.
+    latest: dict[str, Observation] = {}
+    for observation in pool.observations:
+        seen = latest.get(observation.replica)
+        if seen is None or observation.time > seen.time:
+            latest[observation.replica] = observation
+    fresh = [o for o in latest.values() if now - o.time <= settings.max_metrics_age]
     load = sum(_replica_load(o, config) for o in fresh)
     queue = sum(o.queue_depth for o in fresh)
     in_flight = sum(o.in_flight for o in fresh)
@@ -240,7 +246,7 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
 
     # 4. Partial or missing data: scale up only, never down.
     if partial and raw <= current:
-        stale = len(pool.observations) - len(fresh)
+        stale = len(latest) - len(fresh)
         missing = "no metrics" if not pool.observations else f"metrics from {len(fresh)}"
         detail = f"{missing} of {ready} ready replicas"
         if stale:

@@ -205,6 +205,15 @@ def test_rule(case: Case):
     assert "\n" not in decision.reason
 
 
+def test_latest_scrape_per_replica_counts():
+    scrapes = (Observation("r0", 40, 0, NOW - 15), Observation("r0", 11, 0, NOW))
+    pool = PoolState(prefill_config(), 1, 1, scrapes)
+
+    decision = decide_pool(NOW, pool, SETTINGS)
+
+    assert decision.desired_replicas == 3
+
+
 def test_reason_names_role_and_change():
     pool = PoolState(prefill_config(), 1, 1, observations(11))
 
