@@ -131,7 +131,7 @@ def router_pod_template(spec: DeploymentSpec, owner: Owner) -> dict[str, Any]:
         "ports": [{"name": c.PORT_NAME_HTTP, "containerPort": spec.router.port, "protocol": "TCP"}],
         "env": _env(()),
         "resources": spec.router.resources.to_manifest(),
-        # /health answers 503 while no decode replica is ready, which is a
+        # /health returns 503 while no decode replica is ready, which is a
         # reason to take the router out of its Service, not to restart it. So
         # startup and liveness only check that the HTTP port accepts connections.
         "startupProbe": _tcp_probe(
