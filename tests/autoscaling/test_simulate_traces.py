@@ -79,7 +79,9 @@ def test_simulate_invalid_calibration(tmp_path, capsys):
     code = main(["simulate", "--trace", str(trace), "--calibration", str(calibration)])
 
     assert code == 2
-    assert "invalid prefill_tokens_per_second -1" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "invalid prefill_tokens_per_second -1" in error
+    assert "pass a valid file with --calibration" in error
 
 
 def test_simulate_reports_skipped_rows(tmp_path, capsys):
@@ -89,6 +91,15 @@ def test_simulate_reports_skipped_rows(tmp_path, capsys):
 
     assert code == 0
     assert "skipped 2 malformed rows" in capsys.readouterr().err
+
+
+def test_simulate_rejects_negative_min_replicas(tmp_path, capsys):
+    trace = write(tmp_path, "t.jsonl", MOONCAKE_ROWS)
+
+    code = main(["simulate", "--trace", str(trace), "--prefill-min-replicas", "-1"])
+
+    assert code == 2
+    assert "invalid prefill minReplicas -1" in capsys.readouterr().err
 
 
 def test_simulate_rejects_unknown_policy(tmp_path, capsys):

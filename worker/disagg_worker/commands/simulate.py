@@ -159,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
             prefill_min_replicas=args.prefill_min_replicas,
             decode_in_flight_fraction=args.decode_in_flight_fraction,
         )
-    except (TraceError, CalibrationError, ValueError) as error:
+        objectives = Objectives(ttft_seconds=args.slo_ttft, itl_seconds=args.slo_itl)
+        # Builds the pool configs once so invalid pool fields fail before any run.
+        deployment.pools(calibration, objectives)
+    except CalibrationError as error:
+        raise CommandError(f"{error}; pass a valid file with --calibration") from error
+    except (TraceError, ValueError) as error:
         raise CommandError(str(error)) from error
     if trace.skipped:
         print(
@@ -170,7 +175,6 @@ def run(args: argparse.Namespace) -> int:
 
     requests = trace.requests[: args.max_requests] if args.max_requests else trace.requests
     requests = scale_trace(requests, args.time_scale, args.token_scale)
-    objectives = Objectives(ttft_seconds=args.slo_ttft, itl_seconds=args.slo_itl)
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
