@@ -122,7 +122,7 @@ def test_remote_kv_skips_first_token(tiny_model, engine):
     assert engine.generation_tokens_total == 5
 
 
-def test_remote_kv_with_one_max_token_ends_at_once(tiny_model, engine):
+def test_remote_kv_single_token_ends(tiny_model, engine):
     entry = prefill_entry(tiny_model, "r1", [5, 6, 7])
     collector = Collector()
     engine.submit(DecodeRequest("r1", 1, GREEDY, kv=entry), collector)

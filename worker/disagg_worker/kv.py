@@ -3,10 +3,10 @@
 The payload of one request's KV cache is a flat list of 2 * num_layers
 tensors, each [1, kv_heads, tokens, head_dim], in the order layer 0 key,
 layer 0 value, layer 1 key, ... The prefill engine produces it with
-`cache_to_tensors`; the KV transfer moves it as raw bytes (`tensors_to_bytes`,
-`tensors_from_bytes`); the decode replica keeps it in a `KVStore` until the
-matching Decode.Generate call claims it, and the decode engine turns it back
-into a cache with `tensors_to_cache`.
+`cache_to_tensors`. The KV transfer moves it as raw bytes (`tensors_to_bytes`,
+`tensors_from_bytes`). The decode replica keeps it in a `KVStore` until the
+matching Decode.Generate call claims it. The decode engine then turns it
+back into a cache with `tensors_to_cache`.
 
 `KVStore` protocol, as the KV transfer receiver uses it:
 1. `reserve(request_id, nbytes)` when the header arrives. The budget counts

@@ -65,14 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-prompt-tokens",
         type=_positive_int,
         default=16,
-        help="shortest prompt in tokens; the others spread evenly up to the longest "
+        help="minimum prompt length in tokens; the others spread evenly up to the maximum "
         "(default: %(default)s)",
     )
     parser.add_argument(
         "--max-prompt-tokens",
         type=_positive_int,
         default=96,
-        help="longest prompt in tokens (default: %(default)s)",
+        help="maximum prompt length in tokens (default: %(default)s)",
     )
     parser.add_argument(
         "--threads",

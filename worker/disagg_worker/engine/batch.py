@@ -1,6 +1,6 @@
 """Batched KV cache for continuous batching, left-padded to a common length.
 
-Row i holds `pads[i]` padding columns followed by that request's real KV.
+Row i contains `pads[i]` padding columns followed by that request's real KV.
 Keys are stored after the rotary embedding was applied at each token's own
 position, so requests prefilled separately can share one padded cache: the
 attention mask hides the padding and each row gets its own position ids.

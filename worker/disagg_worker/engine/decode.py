@@ -7,10 +7,12 @@ from a prefill replica (remote prefill), and drops finished ones.
 
 The Decode gRPC service calls `submit` with an `on_event(token_ids,
 finish_reason)` callback. The engine thread calls it once per step per
-request with the new token ids, and a last time with finish_reason:
-"stop" (end-of-sequence token, which is included in token_ids), "length"
-(max_tokens or the model's context reached), "cancelled" (after `cancel`,
-or when the engine stopped) or "error" (the forward pass raised; logged).
+request with the new token ids and finish_reason None. The last call
+carries the last token ids (possibly none) and one of these reasons:
+- "stop": an end-of-sequence token, which is included in token_ids;
+- "length": max_tokens or the model's context reached;
+- "cancelled": after `cancel`, or when the engine stopped;
+- "error": the forward pass raised, and the error was logged.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class DecodeEngine:
         self.loaded = loaded
         self.max_queue = max_queue
         self.max_batch = max_batch
+
+        # Admission and membership state, guarded by _condition.
         self._condition = threading.Condition()
         self._pending: deque[_Sequence] = deque()
         # Requests taken from the queue and being prefilled or joining the batch.
@@ -94,7 +98,9 @@ class DecodeEngine:
         self._active: dict[str, _Sequence] = {}
         self._draining = False
         self._stopping = False
+        # The padded KV cache of _running; only the engine thread touches it.
         self._batch = BatchedCache()
+
         # Counters for metrics; written by the worker thread only.
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
@@ -103,6 +109,7 @@ class DecodeEngine:
         self.finished_total: dict[str, int] = dict.fromkeys(
             (FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_ERROR), 0
         )
+
         self._thread = threading.Thread(target=self._run, name="decode-engine", daemon=True)
         self._thread.start()
         logger.info(
@@ -409,7 +416,7 @@ class DecodeEngine:
     def _finish(
         self, sequence: _Sequence, token_ids: list[int], reason: str, *, joining: bool = False
     ) -> None:
-        # Counts drop before the last event, so a caller that saw it sees the slot free.
+        # Counts drop before the last event, so a caller that received it finds the slot free.
         with self._condition:
             self._active.pop(sequence.request_id, None)
             if joining:
