@@ -92,5 +92,29 @@ docs: install
 	$(BIN)/python -m disagg_operator.crd_reference crds/disagg.dev_disaggregateddeployments.yaml \
 		> docs/crd-reference.md
 
+# `make demo`: disagg serve on this machine, a short replay of the Azure
+# conversation trace (or the synthetic workload when the trace is absent),
+# its summary, then every process stopped. Sized to finish in a few minutes
+# on 2 CPU cores: 40 requests, token counts x0.1, arrival gaps x4.
+DEMO_TRACE ?= ../shared/traces/AzureLLMInferenceTrace_conv.csv
+DEMO_REPLAY_ARGS ?= --max-requests 40 --token-scale 0.1 --time-scale 0.25
+DEMO_OUT ?= out/demo
+
+demo: install
+	@mkdir -p $(DEMO_OUT)
+	@set -e; \
+	$(BIN)/disagg serve --port 0 >$(DEMO_OUT)/serve.out 2>$(DEMO_OUT)/serve.log & serve=$$!; \
+	trap 'kill -TERM $$serve 2>/dev/null; wait $$serve 2>/dev/null; echo "demo: stopped disagg serve (log: $(DEMO_OUT)/serve.log)"' EXIT; \
+	echo "demo: starting disagg serve (1 prefill + 1 decode replica, log: $(DEMO_OUT)/serve.log)"; \
+	until grep -q "ready at" $(DEMO_OUT)/serve.out; do \
+		kill -0 $$serve 2>/dev/null || { tail -20 $(DEMO_OUT)/serve.log; exit 1; }; sleep 1; \
+	done; \
+	url=$$(sed -n 's/.*ready at \(http[^ ]*\).*/\1/p' $(DEMO_OUT)/serve.out); \
+	echo "demo: serving at $$url"; \
+	if [ -f "$(DEMO_TRACE)" ]; then trace="--trace $(DEMO_TRACE)"; else \
+		echo "demo: $(DEMO_TRACE) not found, using the synthetic workload"; trace=""; fi; \
+	$(BIN)/disagg replay --url $$url $$trace $(DEMO_REPLAY_ARGS) \
+		--report $(DEMO_OUT)/report.json --plot $(DEMO_OUT)/latency.png
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
