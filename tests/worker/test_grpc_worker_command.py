@@ -1,0 +1,55 @@
+"""`disagg worker` rejects bad flags and unloadable models with one line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_worker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "disagg_worker", "worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["decode", "--max-queue", "0"], "invalid value 0: it must be at least 1"),
+        (["decode", "--grpc-port", "70000"], "invalid port 70000"),
+        (["decode", "--drain-timeout", "-1"], "invalid duration -1.0"),
+        (["router-ish"], "invalid choice: 'router-ish'"),
+    ],
+)
+def test_bad_flag_exits_2(args, message):
+    result = run_worker(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_chunk_above_message_limit_exits_2():
+    result = run_worker("prefill", "--kv-chunk-bytes", "1048576", "--max-message-bytes", "1048576")
+    assert result.returncode == 2
+    assert "invalid kv_chunk_bytes 1048576" in result.stderr
+
+
+def test_missing_model_folder_exits_2(tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = run_worker(
+        "decode",
+        "--model",
+        str(missing),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    )
+    assert result.returncode == 2
+    assert f"disagg worker: error: cannot load model '{missing}'" in result.stderr
