@@ -170,3 +170,10 @@ def test_concurrent_reservations_never_overcommit():
         thread.join()
     assert len(granted) == 10
     assert store.used_bytes == 10_000
+
+
+def test_reading_used_bytes_drops_expired_entries():
+    store = KVStore(max_bytes=1000, ttl_seconds=10)
+    store.reserve("old", 300).commit(make_entry("old", 300, created_at=time.monotonic() - 11))
+    assert store.used_bytes == 0
+    assert store.entries == 0

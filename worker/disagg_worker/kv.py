@@ -14,7 +14,9 @@ back into a cache with `tensors_to_cache`.
 2. `reservation.commit(entry)` after the last chunk, or
    `reservation.release()` when the stream breaks (the bytes are freed).
 3. The decode side calls `claim(request_id)` exactly once; the entry leaves
-   the store. Entries nobody claims expire after `ttl_seconds`.
+   the store. Entries nobody claims expire after `ttl_seconds`: `reserve`,
+   `claim`, `used_bytes` and `entries` drop them first, so a metrics scrape
+   also frees them on an idle replica.
 """
 
 from __future__ import annotations
@@ -166,13 +168,15 @@ class KVStore:
 
     @property
     def used_bytes(self) -> int:
-        """Bytes of stored entries plus open reservations."""
+        """Bytes of stored entries plus open reservations, after dropping expired entries."""
+        self.expire()
         with self._lock:
             return self._used_bytes
 
     @property
     def entries(self) -> int:
-        """Number of stored (committed, unclaimed) entries."""
+        """Number of stored (committed, unclaimed) entries, after dropping expired ones."""
+        self.expire()
         with self._lock:
             return len(self._entries)
 

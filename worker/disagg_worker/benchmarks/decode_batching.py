@@ -5,7 +5,7 @@ Steps:
    both phases decode from the same KV caches (remote-prefill requests) and
    measure decode only.
 2. Concurrency 1: submit the first --single-requests requests one after
-   another, each alone in the engine.
+   another, each alone in the engine: half before step 3, half after it.
 3. Concurrency N: submit all --concurrency requests at once.
 Tokens/s counts the tokens the decode engine emitted (the first token of
 each request came from the prefill) over the wall time of the phase. The
@@ -131,14 +131,12 @@ def measure(args: argparse.Namespace) -> dict:
     # A short warm-up keeps one-time allocations out of the first phase.
     _decode_together(loaded, entries[:1], max_tokens=4)
 
-    single_tokens, single_seconds, single_cpu_seconds = 0, 0.0, 0.0
-    for index, entry in enumerate(entries[: args.single_requests]):
-        _progress(f"concurrency 1: request {index + 1}/{args.single_requests}")
-        cpu_started = time.process_time()
-        tokens, seconds, _ = _decode_together(loaded, [entry], args.max_tokens)
-        single_cpu_seconds += time.process_time() - cpu_started
-        single_tokens += tokens
-        single_seconds += seconds
+    # Half the concurrency-1 requests run before the batched phase and half
+    # after it, so load from other processes that drifts during the run
+    # weighs on both phases alike.
+    singles = entries[: args.single_requests]
+    middle = (len(singles) + 1) // 2
+    first_half = _decode_one_by_one(loaded, singles[:middle], args.max_tokens, 0, len(singles))
 
     _progress(f"concurrency {args.concurrency}: {args.concurrency} requests together")
     cpu_started = time.process_time()
@@ -146,6 +144,13 @@ def measure(args: argparse.Namespace) -> dict:
         loaded, entries[: args.concurrency], args.max_tokens
     )
     batch_cpu_seconds = time.process_time() - cpu_started
+
+    second_half = _decode_one_by_one(
+        loaded, singles[middle:], args.max_tokens, middle, len(singles)
+    )
+    single_tokens, single_seconds, single_cpu_seconds = (
+        first + second for first, second in zip(first_half, second_half, strict=True)
+    )
 
     single_rate = single_tokens / single_seconds
     batch_rate = batch_tokens / batch_seconds
@@ -207,6 +212,21 @@ def _prefill_all(loaded, prompts: list[list[int]]):
     finally:
         engine.close()
     return entries
+
+
+def _decode_one_by_one(
+    loaded, entries, max_tokens: int, done: int, total: int
+) -> tuple[int, float, float]:
+    """Decode `entries` one at a time; return (tokens, wall seconds, CPU seconds)."""
+    tokens, seconds, cpu_seconds = 0, 0.0, 0.0
+    for index, entry in enumerate(entries):
+        _progress(f"concurrency 1: request {done + index + 1}/{total}")
+        cpu_started = time.process_time()
+        emitted, elapsed, _ = _decode_together(loaded, [entry], max_tokens)
+        cpu_seconds += time.process_time() - cpu_started
+        tokens += emitted
+        seconds += elapsed
+    return tokens, seconds, cpu_seconds
 
 
 def _decode_together(loaded, entries, max_tokens: int) -> tuple[int, float, float]:
