@@ -1,6 +1,6 @@
 """Async gRPC client side of the workers, used by the router.
 
-A `ReplicaPool` holds one `Replica` per worker address of a role. A
+A `ReplicaPool` contains one `Replica` per worker address of a role. A
 background task polls every replica's grpc.health.v1 status and
 Worker.GetLoad (every 0.5 s by default); a replica is ready while the
 health check says SERVING, GetLoad answers and it is not draining. Replicas
@@ -41,7 +41,7 @@ MAX_RECONNECT_BACKOFF_MS = 2000
 
 
 class Replica:
-    """One worker replica as the router sees it: channel, stubs, health and load."""
+    """One worker replica from the router's side: channel, stubs, health and load."""
 
     def __init__(self, address: str, role: str) -> None:
         self.address = address
@@ -173,9 +173,9 @@ class ReplicaPool:
 
     async def set_endpoints(self, addresses: Iterable[str]) -> None:
         """Add new addresses (polled at once) and close the ones no longer listed."""
-        wanted = set(addresses)
-        added = [address for address in wanted if address not in self.replicas]
-        removed = [address for address in self.replicas if address not in wanted]
+        listed = set(addresses)
+        added = [address for address in listed if address not in self.replicas]
+        removed = [address for address in self.replicas if address not in listed]
         for address in added:
             self.replicas[address] = Replica(address, self.role)
             logger.info("replica added role=%s address=%s", self.role, address)

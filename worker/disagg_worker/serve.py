@@ -2,8 +2,9 @@
 
 `LocalDeployment` starts `disagg worker ROLE` subprocesses for each pool
 and one `disagg router` subprocess, waits until all are healthy, then
-supervises them: a process that exits unexpectedly is logged and restarted
-after a back-off (1 s, doubling to 30 s; reset after a minute of running).
+supervises them. A process that exits unexpectedly is logged and restarted
+after a back-off of 1 s that doubles up to 30 s and resets after a minute
+of running.
 `stop()` drains: SIGTERM to the router, then to the workers, a wait of up
 to the drain timeout, then SIGKILL for what is left.
 
@@ -80,7 +81,7 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
 
 
 def disagg_command() -> list[str]:
-    """The command that runs the `disagg` CLI of this very installation."""
+    """Return the argv prefix that runs the `disagg` CLI of this installation."""
     return [sys.executable, "-m", "disagg_worker"]
 
 
@@ -200,7 +201,7 @@ class WorkerReplica:
 
 @dataclass
 class PoolOptions:
-    """How every replica of a pool is started."""
+    """Start-up settings shared by every replica of a pool."""
 
     model: str = "smollm2"
     host: str = "127.0.0.1"

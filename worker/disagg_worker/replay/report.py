@@ -24,8 +24,8 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def meets_slo(result: RequestResult, slo_ttft_s: float, slo_itl_s: float) -> bool:
-    """A request meets the SLO when it completed, its TTFT is within slo_ttft_s and its
-    mean inter-token latency (time per output token after the first) within slo_itl_s."""
+    """Check whether a request completed with TTFT <= slo_ttft_s and a mean inter-token
+    latency (time per output token after the first) <= slo_itl_s."""
     if result.error is not None or result.ttft_s is None:
         return False
     if result.ttft_s > slo_ttft_s:

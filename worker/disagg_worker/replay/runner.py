@@ -129,7 +129,9 @@ async def scrape_queue_depth(url: str, started: float, samples: list[QueueSample
             try:
                 async with session.get(metrics_url) as response:
                     if response.status != 200:
-                        logger.info("no queue depth: %s answered %d", metrics_url, response.status)
+                        logger.info(
+                            "no queue depth: %s returned HTTP %d", metrics_url, response.status
+                        )
                         return
                     text = await response.text()
             except (aiohttp.ClientError, TimeoutError) as error:

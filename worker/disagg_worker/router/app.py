@@ -6,7 +6,7 @@ Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions
 A request is parsed and validated (openai_schema), tokenized (chat
 messages through the model's chat template), checked against the context
 length, and handed to the `Dispatcher`, which picks replicas and yields
-tokens; this module turns those into text (detokenize) and into the
+tokens. This module turns those tokens into text (detokenize) and into the
 response body. The server runs with handler cancellation on, so a client
 that disconnects cancels its handler, and closing the dispatcher's
 generator cancels the gRPC call that holds the decode slot.
@@ -48,7 +48,7 @@ CHAT = "chat"
 
 @dataclass
 class RouterSettings:
-    """What the router serves and how it treats requests."""
+    """Served model facts and request-handling settings of the router."""
 
     # Name in /v1/models; requests must name it or one of `model_aliases`.
     model_name: str
@@ -56,7 +56,7 @@ class RouterSettings:
     vocab_size: int
     model_aliases: frozenset[str] = frozenset()
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
-    # Seconds a client is told to wait (Retry-After) when every replica is full.
+    # Seconds sent in Retry-After when every replica is full.
     retry_after_s: int = 1
     # Seconds between two discovery resolutions.
     discovery_interval_s: float = 5.0
@@ -240,7 +240,7 @@ class Handlers:
         return await self._generate(request, CHAT)
 
     async def _generate(self, http_request: web.Request, kind: str) -> web.StreamResponse:
-        """Run one request: validate, dispatch, answer whole or as an event stream."""
+        """Run one request: validate, dispatch, respond whole or as an event stream."""
         arrived = time.perf_counter()
         metrics = self.router.metrics
         try:

@@ -1,4 +1,4 @@
-"""Where the router finds its prefill and decode replicas.
+"""Discovery of the router's prefill and decode replicas.
 
 Three sources, each an object with `async resolve() -> Endpoints`:
 

@@ -13,7 +13,7 @@ Fault handling, in order:
 2. A prefill replica that fails or times out: one retry on another prefill
    replica, then local prefill.
 3. A KV transfer that fails (the decode replica rejected it, or the KV is
-   gone when Generate asks for it): local prefill.
+   gone when Generate requests it): local prefill.
 4. Local prefill tries every ready decode replica, least loaded first;
    RESOURCE_EXHAUSTED from all of them raises `Overloaded` (HTTP 429).
 Every fallback increments disagg_local_prefill_total{reason} and is logged
@@ -335,6 +335,6 @@ class Dispatcher:
                 raise GenerationFailed(
                     f"decode replica {address} failed mid-stream: {error.code().name}"
                 ) from error
-        # The stream ended without a finish reason: treat as a failure rather
-        # than returning a silently short answer.
+        # The stream ended without a finish reason. Treat it as a failure rather
+        # than return a silently truncated output.
         raise GenerationFailed(f"decode replica {address} ended the stream without finishing")

@@ -2,8 +2,8 @@
 
 Each `RouterMetrics` has its own registry, so several routers can run in
 one process (tests do). The latency histograms use the same names as the
-workers' so one dashboard query covers both; the router's figures are what
-a client sees, including the network and the router itself.
+workers', so one dashboard query covers both. The router's figures are the
+latencies a client observes, including the network and the router itself.
 """
 
 from __future__ import annotations

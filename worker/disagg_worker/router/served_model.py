@@ -1,4 +1,4 @@
-"""What the router needs to know about the model, without loading its weights."""
+"""Model facts the router needs (name, tokenizer, context), loaded without the weights."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def load_served_model(model: str, cache_dir: str | None = None) -> ServedModel:
 
     from disagg_worker import model as model_loading
 
-    # NOTE: _resolve_source is private to the model module; it is the one
-    # place that maps a model source to a folder and a served name, and the
-    # router must agree with the workers on both.
+    # NOTE: _resolve_source is private to the model module. It is used because
+    # it is the one place that maps a model source to a folder and a served
+    # name, and the router must agree with the workers on both.
     path, name = model_loading._resolve_source(model, cache_dir)
     tokenizer = model_loading.load_tokenizer(model, cache_dir=cache_dir)
     try:
