@@ -17,6 +17,7 @@ carries the last token ids (possibly none) and one of these reasons:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -312,6 +313,8 @@ class DecodeEngine:
             tensors = [tensor.to(self.loaded.device) for tensor in request.kv.tensors]
             first_token = request.kv.first_token_id
             emitted: list[int] = []
+            # The batch keeps its own copy; dropping this reference frees the received KV.
+            sequence.request = dataclasses.replace(request, kv=None)
         else:
             logits, cache = run_prompt(self.loaded, sequence.prompt_ids)
             first_token = sample(logits, sequence.sampling, step_index=0)
