@@ -356,3 +356,34 @@ def test_duplicate_active_id_raises(tiny_model):
     finally:
         gated.gate.set()
         engine.close()
+
+
+def test_rows_leaving_at_different_steps_stay_exact(tiny_model, engine):
+    cases = [([70, 71, 72], 3), ([80] * 11, 7), ([90, 91], 12), (list(range(1, 20)), 5)]
+    collectors = [Collector() for _ in cases]
+    for index, ((prompt, max_tokens), collector) in enumerate(zip(cases, collectors, strict=True)):
+        engine.submit(
+            DecodeRequest(f"r{index}", max_tokens, GREEDY, ignore_eos=True, prompt_ids=prompt),
+            collector,
+        )
+    for (prompt, max_tokens), collector in zip(cases, collectors, strict=True):
+        assert collector.wait() == greedy_reference(tiny_model, prompt, max_tokens)
+
+
+def test_raising_callback_cancels_its_request(tiny_model, engine):
+    events: list[str | None] = []
+    finished = threading.Event()
+
+    def on_event(token_ids, finish_reason):
+        events.append(finish_reason)
+        if finish_reason is None:
+            raise RuntimeError("consumer failed")
+        finished.set()
+
+    engine.submit(DecodeRequest("r1", 50, GREEDY, ignore_eos=True, prompt_ids=[5]), on_event)
+    after = Collector()
+    engine.submit(DecodeRequest("r2", 3, GREEDY, ignore_eos=True, prompt_ids=[6]), after)
+    assert after.wait() == greedy_reference(tiny_model, [6], 3)
+    assert finished.wait(timeout=30)
+    assert events[-1] == "cancelled"
+    assert len(events) < 50

@@ -326,6 +326,12 @@ class DecodeEngine:
         sequence.generated = 1
         sequence.next_token = first_token
         sequence.cached_tokens = len(sequence.prompt_ids)
+        logger.debug(
+            "joining decode batch request_id=%s prefill=%s prompt_tokens=%d",
+            sequence.request_id,
+            "local" if emitted else "remote",
+            len(sequence.prompt_ids),
+        )
         reason = self._finish_reason(sequence, first_token)
         if reason is not None:
             self._finish(sequence, emitted, reason, joining=True)
@@ -426,8 +432,14 @@ class DecodeEngine:
                 self._joining -= 1
             self._condition.notify_all()
         self.finished_total[reason] = self.finished_total.get(reason, 0) + 1
-        if reason in (FINISH_CANCELLED, FINISH_ERROR):
-            logger.info("ended request_id=%s finish_reason=%s", sequence.request_id, reason)
+        level = logging.INFO if reason in (FINISH_CANCELLED, FINISH_ERROR) else logging.DEBUG
+        logger.log(
+            level,
+            "finished decode request_id=%s finish_reason=%s generated=%d",
+            sequence.request_id,
+            reason,
+            sequence.generated,
+        )
         self._emit(sequence, token_ids, reason)
 
     def _emit(self, sequence: _Sequence, token_ids: list[int], reason: str | None) -> None:
