@@ -34,6 +34,7 @@ import kmock
 import kopf
 from disagg_operator import constants as c
 from disagg_operator.handlers import HandlerOptions, build_registry
+from disagg_operator.kube import DISAGGREGATED_DEPLOYMENTS
 
 NAMESPACE = "ns1"
 NAME = "demo"
@@ -290,3 +291,56 @@ async def wait_converged(cluster: kmock.KubernetesEmulator, name: str = NAME) ->
         return body
 
     return await eventually(check)
+
+
+def requests_to(requests: list[Any], resource: str, name: str) -> list[Any]:
+    """Return the requests among `requests` that address one object."""
+    wanted = kmock.resource(resource)
+    return [r for r in requests if r.resource == wanted and r.name == name]
+
+
+async def reconcile_now(operator: OperatorThread, name: str = NAME) -> Any:
+    """Run one full reconcile of the resource in the operator's loop; return its outcome.
+
+    Unlike a watch event, this never merges into a queued reconcile, so the
+    outcome is that of a reconcile that started after the call.
+    """
+    reconciler = operator.memo.reconciler
+
+    async def run() -> Any:
+        body = await reconciler.api.get(DISAGGREGATED_DEPLOYMENTS, NAMESPACE, name)
+        assert body is not None, f"{name} does not exist"
+        return await reconciler.reconcile(body)
+
+    return await operator.call(run())
+
+
+async def delete_child(cluster: kmock.KubernetesEmulator, resource: str, name: str) -> None:
+    """Delete an object through the API, as `kubectl delete` would."""
+    group_version, plural = resource.rsplit("/", 1)
+    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    response = await cluster.delete(f"{root}/namespaces/{NAMESPACE}/{plural}/{name}")
+    assert response.status == 200, await response.text()
+
+
+async def patch_child(
+    cluster: kmock.KubernetesEmulator,
+    resource: str,
+    name: str,
+    patch: dict[str, Any],
+    *,
+    subresource: str | None = None,
+) -> None:
+    """Merge-patch an object through the API, as `kubectl patch --type merge` would."""
+    group_version, plural = resource.rsplit("/", 1)
+    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    path = f"{root}/namespaces/{NAMESPACE}/{plural}/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    response = await cluster.patch(path, json=patch)
+    assert response.status == 200, await response.text()
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Return the first container of a Deployment's pod template."""
+    return deployment["spec"]["template"]["spec"]["containers"][0]
