@@ -313,10 +313,11 @@ def test_drain_finishes_inflight_then_rejects(tiny_model):
 
 def test_close_cancels_active_requests(tiny_model):
     gated = GatedModel(tiny_model.model)
-    engine = DecodeEngine(dataclasses.replace(tiny_model, model=gated), max_queue=4, max_batch=4)
-    collector = Collector()
-    engine.submit(DecodeRequest("r1", 50, GREEDY, ignore_eos=True, prompt_ids=[5]), collector)
+    engine = DecodeEngine(dataclasses.replace(tiny_model, model=gated), max_queue=4, max_batch=1)
+    running, waiting = Collector(), Collector()
+    engine.submit(DecodeRequest("r1", 50, GREEDY, ignore_eos=True, prompt_ids=[5]), running)
     assert gated.entered.wait(timeout=30)
+    engine.submit(DecodeRequest("r2", 50, GREEDY, ignore_eos=True, prompt_ids=[6]), waiting)
     closer = threading.Thread(target=engine.close)
     closer.start()
     deadline = time.monotonic() + 30
@@ -324,8 +325,13 @@ def test_close_cancels_active_requests(tiny_model):
         time.sleep(0.01)
     gated.gate.set()
     closer.join(timeout=30)
-    collector.wait()
-    assert collector.finish_reason == "cancelled"
+    running.wait()
+    waiting.wait()
+    assert running.finish_reason == "cancelled"
+    assert waiting.finish_reason == "cancelled"
+    assert waiting.tokens == []
+    assert engine.inflight == 0
+    assert engine.queue_depth == 0
 
 
 def test_both_sources_raise(tiny_model, engine):

@@ -238,6 +238,8 @@ class DecodeEngine:
         # Anything still active at shutdown ends as cancelled.
         with self._condition:
             leftovers = list(self._active.values())
+            self._pending.clear()
+            self._running = []
         for sequence in leftovers:
             self._finish(sequence, [], FINISH_CANCELLED)
         self._batch = BatchedCache()
