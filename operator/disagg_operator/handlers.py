@@ -9,8 +9,9 @@ The handlers:
 - events of the child Deployments, Services and PodDisruptionBudgets (found by
   label) reconcile their parent, which repairs a child deleted or edited by
   hand and copies the child Deployments' replica counts into the status;
-- a daemon per resource with `autoscaling.mode: builtin` calls the
-  autoscaler hook every `autoscaling.intervalSeconds`.
+- a daemon per resource with `autoscaling.mode` builtin or external calls
+  the autoscaler hook every `autoscaling.intervalSeconds` (external mode
+  only reports queue depth in the status).
 
 Autoscaler hook contract: a module `disagg_operator.autoscale` may define
 `async def tick(*, kube, body, state, logger) -> None`. The daemon calls it
@@ -53,9 +54,9 @@ class HandlerOptions:
     autoscaler: bool = True
 
 
-def _builtin_autoscaling(spec: Mapping[str, Any], **_: Any) -> bool:
+def _autoscaler_runs(spec: Mapping[str, Any], **_: Any) -> bool:
     mode = (spec.get("autoscaling") or {}).get("mode", c.DEFAULT_AUTOSCALING_MODE)
-    return mode == c.AUTOSCALING_BUILTIN
+    return mode in (c.AUTOSCALING_BUILTIN, c.AUTOSCALING_EXTERNAL)
 
 
 def _load_autoscaler() -> Any | None:
@@ -176,7 +177,7 @@ def build_registry(options: HandlerOptions | None = None) -> kopf.OperatorRegist
     @kopf.daemon(
         *resource,
         registry=registry,
-        when=_builtin_autoscaling,
+        when=_autoscaler_runs,
         cancellation_timeout=options.daemon_cancellation_seconds,
     )
     async def autoscale(
