@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "disagg_worker.commands.simulate",
     "disagg_worker.commands.worker",
     "disagg_worker.commands.bench",
+    "disagg_operator.commands_operator",
 )
 
 
