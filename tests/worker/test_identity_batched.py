@@ -1,9 +1,9 @@
 """Eight requests batched in one DecodeEngine each get the tokens they get alone.
 
 Batched forwards add padding and change matrix shapes, so float sums may
-round differently. A divergence is accepted only where the reference's two
-top logits differ by less than 1e-3 relative (a near-tie); the test reports
-how many tokens matched before it.
+round differently. A divergence is accepted only at a near-tie, where the
+reference's two top logits differ by less than 1e-3 relative. The test then
+prints how many tokens matched before it.
 """
 
 from __future__ import annotations
