@@ -12,6 +12,8 @@ import importlib
 # Subcommand name -> module path, in help order.
 BENCHMARKS = {
     "decode-batching": "disagg_worker.benchmarks.decode_batching",
+    "interference": "disagg_worker.benchmarks.interference",
+    "kv-transfer": "disagg_worker.benchmarks.kv_transfer",
 }
 
 
