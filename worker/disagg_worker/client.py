@@ -38,6 +38,9 @@ DEFAULT_POLL_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Upper bound of the reconnect back-off to a replica that went away, in ms.
 MAX_RECONNECT_BACKOFF_MS = 2000
+# Seconds the calls running on a removed replica may take before they are
+# cancelled. A removed replica's own drain usually ends them much sooner.
+REMOVED_REPLICA_GRACE_S = 600.0
 
 
 class Replica:
@@ -127,10 +130,11 @@ class Replica:
         elif self.ready and not was_ready:
             logger.info("replica ready role=%s address=%s", self.role, self.address)
 
-    async def close(self) -> None:
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel; running calls get `grace` seconds to finish (None: cancelled)."""
         self.closed = True
         self.ready = False
-        await self.channel.close(grace=None)
+        await self.channel.close(grace=grace)
 
 
 class ReplicaPool:
@@ -149,6 +153,8 @@ class ReplicaPool:
         self._task: asyncio.Task | None = None
         # Breaks ties between equally loaded replicas in turn.
         self._turn = itertools.count()
+        # Channels of removed replicas, closing once their calls finish.
+        self._closing: set[asyncio.Task] = set()
 
     @property
     def addresses(self) -> list[str]:
@@ -182,7 +188,12 @@ class ReplicaPool:
         for address in removed:
             replica = self.replicas.pop(address)
             logger.info("replica removed role=%s address=%s", self.role, address)
-            await replica.close()
+            # The replica leaves the rotation now, but calls already running on
+            # it finish: `disagg serve` removes a replica before it drains it.
+            replica.ready = False
+            task = asyncio.create_task(replica.close(grace=REMOVED_REPLICA_GRACE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         if added:
             await asyncio.gather(
                 *(self.replicas[address].poll(self.poll_timeout_s) for address in added)
@@ -212,6 +223,9 @@ class ReplicaPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for replica in list(self.replicas.values()):
             await replica.close()
         self.replicas.clear()

@@ -12,9 +12,10 @@ How the router learns the replicas: serve writes an endpoints file
 (`{"prefill": [...], "decode": [...]}`, replaced atomically) that the
 router rereads every second (`disagg router --endpoints-file`). That is
 the actuator interface for scaling at runtime: `LocalPool.scale_to(n)`
-starts replicas or drains the highest-indexed ones, and the deployment
-rewrites the file before a replica is stopped, so the router has taken it
-out of rotation by then (its health checks would also notice).
+starts replicas, or retires the highest-indexed ones in the background
+(`disagg_worker.retire`): the file drops the replica, serve waits until the
+router lists it no more, and only then sends SIGTERM, on which the worker
+finishes its in-flight requests and KV transfers and exits.
 
 Every child runs in its own process group (so a terminal's Ctrl-C reaches
 only serve, which then stops them in order) and gets PR_SET_PDEATHSIG, so
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from disagg_worker.logs import PREFIX_ENV
+from disagg_worker.retire import RouterView, retire_replica
 from disagg_worker.router.discovery import Endpoints, write_endpoints_file
 
 logger = logging.getLogger(__name__)
@@ -215,12 +218,20 @@ class PoolOptions:
 class LocalPool:
     """The replicas of one role as local processes; `scale_to` is the actuator."""
 
-    def __init__(self, role: str, options: PoolOptions, on_change=None) -> None:
+    def __init__(
+        self, role: str, options: PoolOptions, on_change=None, router: RouterView | None = None
+    ) -> None:
         self.role = role
         self.options = options
         self.replicas: list[WorkerReplica] = []
+        # Replicas out of the endpoints file that are draining, until they exit.
+        self.leaving: list[WorkerReplica] = []
         # Called with no arguments after the set of replicas changed.
         self._on_change = on_change or (lambda: None)
+        # Tells when the router no longer lists a replica; None skips that wait.
+        self._router = router
+        self._retirements: list[threading.Thread] = []
+        self._lock = threading.Lock()
 
     @property
     def addresses(self) -> list[str]:
@@ -256,34 +267,79 @@ class LocalPool:
         process = ManagedProcess(name, argv, env, health_url)
         return WorkerReplica(self.role, index, grpc_port, metrics_port, process)
 
+    def _free_index(self) -> int:
+        # A leaving replica keeps its index until it exits, so log names stay unique.
+        taken = {replica.index for replica in (*self.replicas, *self.leaving)}
+        return next(index for index in range(len(taken) + 1) if index not in taken)
+
     def scale_to(self, count: int) -> None:
-        """Start replicas up to `count`, or drain and stop the highest-indexed ones."""
+        """Start replicas up to `count`, or retire the highest-indexed ones.
+
+        Retiring runs in the background (see `disagg_worker.retire`) and the
+        call returns at once; `wait_retired` waits for it.
+        """
         if count < 0:
             raise ValueError(f"invalid replica count {count} for pool {self.role}: at least 0")
-        started = []
-        while len(self.replicas) < count:
-            replica = self._new_replica(len(self.replicas))
-            replica.process.start()
-            self.replicas.append(replica)
-            started.append(replica)
-        if started:
-            self._on_change()
-        if len(self.replicas) > count:
+        with self._lock:
+            started = []
+            while len(self.replicas) < count:
+                replica = self._new_replica(self._free_index())
+                replica.process.start()
+                self.replicas.append(replica)
+                started.append(replica)
+            if started:
+                self._on_change()
+            if len(self.replicas) <= count:
+                return
+            self.replicas.sort(key=lambda replica: replica.index)
             leaving = self.replicas[count:]
             self.replicas = self.replicas[:count]
-            # The router drops the replicas from rotation before they drain.
+            self.leaving.extend(leaving)
+            # The endpoints file drops the replicas before anything else happens to them.
             self._on_change()
-            logger.info(
-                "scaling down pool=%s to=%d leaving=%s", self.role, count, [r.name for r in leaving]
+        logger.info(
+            "scaling down pool=%s to=%d leaving=%s", self.role, count, [r.name for r in leaving]
+        )
+        for replica in leaving:
+            thread = threading.Thread(
+                target=self._retire, args=(replica,), name=f"retire-{replica.name}", daemon=True
             )
-            stop_processes([replica.process for replica in leaving], self.options.drain_timeout_s)
+            self._retirements.append(thread)
+            thread.start()
+
+    def _retire(self, replica: WorkerReplica) -> None:
+        address = f"{self.options.host}:{replica.grpc_port}"
+        try:
+            retire_replica(
+                replica.name,
+                replica.process,
+                address,
+                f"http://{self.options.host}:{replica.metrics_port}/metrics",
+                self._router,
+                self.options.drain_timeout_s,
+            )
+        finally:
+            with self._lock:
+                self.leaving.remove(replica)
+
+    def wait_retired(self, timeout_s: float) -> bool:
+        """Wait until every retiring replica has exited; False if some still run at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._retirements):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._retirements = [thread for thread in self._retirements if thread.is_alive()]
+        return not self._retirements
 
     def supervise(self) -> None:
-        for replica in self.replicas:
+        with self._lock:
+            replicas = list(self.replicas)
+        for replica in replicas:
             replica.process.supervise()
 
     def processes(self) -> list[ManagedProcess]:
-        return [replica.process for replica in self.replicas]
+        """The processes of the serving and of the leaving replicas."""
+        with self._lock:
+            return [replica.process for replica in (*self.replicas, *self.leaving)]
 
     def ready_count(self) -> int:
         return sum(1 for replica in self.replicas if replica.process.healthy())
@@ -314,7 +370,7 @@ class LocalDeployment:
             "aggregated": aggregated_replicas,
         }
         self.pools = {
-            role: LocalPool(role, options, on_change=self.write_endpoints)
+            role: LocalPool(role, options, self.write_endpoints, self._router_view(role))
             for role in ("prefill", "decode", "aggregated")
         }
         self._state_dir = Path(tempfile.mkdtemp(prefix="disagg-serve-"))
@@ -325,14 +381,24 @@ class LocalDeployment:
     def url(self) -> str:
         return f"http://{self.options.host}:{self.port}"
 
-    def write_endpoints(self) -> None:
+    def endpoints(self) -> Endpoints:
         # Aggregated replicas serve Decode.Generate with the prompt, so the
         # router uses them as decode replicas with local prefill.
-        endpoints = Endpoints(
+        return Endpoints(
             prefill=tuple(self.pools["prefill"].addresses),
             decode=tuple(self.pools["decode"].addresses + self.pools["aggregated"].addresses),
         )
-        write_endpoints_file(self.endpoints_file, endpoints)
+
+    def write_endpoints(self) -> None:
+        write_endpoints_file(self.endpoints_file, self.endpoints())
+
+    def _router_view(self, role: str) -> RouterView:
+        router_role = "decode" if role == "aggregated" else role
+        return RouterView(
+            f"{self.url}/metrics",
+            router_role,
+            lambda: len(getattr(self.endpoints(), router_role)),
+        )
 
     def _all_processes(self) -> list[ManagedProcess]:
         workers = [process for pool in self.pools.values() for process in pool.processes()]
@@ -393,6 +459,9 @@ class LocalDeployment:
             stop_processes([self.router], self.options.drain_timeout_s)
         workers = [process for pool in self.pools.values() for process in pool.processes()]
         stop_processes(workers, self.options.drain_timeout_s)
+        # Replicas that were retiring have exited with the rest; let their threads finish.
+        for pool in self.pools.values():
+            pool.wait_retired(timeout_s=5.0)
         with contextlib.suppress(OSError):
             self.endpoints_file.unlink(missing_ok=True)
             self._state_dir.rmdir()

@@ -9,6 +9,8 @@ import signal
 import sys
 import time
 
+from disagg_worker import serve_autoscale
+
 logger = logging.getLogger(__name__)
 
 
@@ -86,6 +88,7 @@ def register(subparsers) -> None:
         "(e.g. --worker-arg=--max-batch=4)",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    serve_autoscale.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -96,7 +99,14 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault(PREFIX_ENV, "serve")
     configure_logging(args.log_level)
+    try:
+        autoscaling = serve_autoscale.pools_from_args(args)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
     workers = args.prefill_replicas + args.decode_replicas + args.aggregated_replicas
+    if autoscaling is not None:
+        # Threads are sized for the most workers the pools may reach.
+        workers = autoscaling.prefill.max_replicas + autoscaling.decode.max_replicas
     if args.decode_replicas + args.aggregated_replicas == 0:
         raise CommandError(
             "--decode-replicas and --aggregated-replicas are both 0; at least one replica must "
@@ -148,8 +158,24 @@ def run(args: argparse.Namespace) -> int:
         deployment.start(timeout_s=args.startup_timeout)
         print(f"disagg serve: ready at {deployment.url}", flush=True)
         print(f"disagg serve: OpenAI base URL {deployment.url}/v1", flush=True)
+        autoscaler = None
+        if autoscaling is not None:
+            from disagg_operator.local_autoscaler import LocalAutoscaler
+
+            actuator = serve_autoscale.DeploymentActuator(deployment)
+            autoscaler = LocalAutoscaler(
+                autoscaling, actuator, emit=lambda line: print(f"disagg serve: {line}", flush=True)
+            )
+            next_tick = time.monotonic() + autoscaling.settings.interval_seconds
         while True:
             deployment.supervise_once()
+            if autoscaler is not None and time.monotonic() >= next_tick:
+                next_tick += autoscaling.settings.interval_seconds
+                try:
+                    autoscaler.tick()
+                except Exception:
+                    # A failed tick must not stop serving; the next one decides afresh.
+                    logger.exception("autoscaler tick failed; next tick decides again")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
