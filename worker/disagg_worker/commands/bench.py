@@ -13,7 +13,6 @@ import importlib
 BENCHMARKS = {
     "decode-batching": "disagg_worker.benchmarks.decode_batching",
     "interference": "disagg_worker.benchmarks.interference",
-    "kv-transfer": "disagg_worker.benchmarks.kv_transfer",
 }
 
 
