@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from chart_support import VALUE_CASES
+from disagg_operator import commands_operator
+from disagg_worker.cli import build_parser
 
 
 def _pod_specs(rendered):
@@ -130,13 +132,19 @@ def test_single_replica_has_no_default_affinity(render):
 
 def test_rollout_never_drops_below_replicas(render):
     strategy = render().one("Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
 
 
+def test_standalone_rollout_recreates(render):
+    strategy = render({"peering": {"enabled": False}}).one("Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "Recreate"}
+
+
 def test_extra_args_follow_chart_args(render):
-    args = render({"operator": {"extraArgs": ["--verbose"]}}).operator_container["args"]
+    args = render({"operator": {"extraArgs": ["--resync-seconds=30"]}}).operator_container["args"]
     assert args[0] == "operator"
-    assert args[-1] == "--verbose"
+    assert args[-1] == "--resync-seconds=30"
 
 
 def test_notes_name_next_commands(render):
@@ -149,3 +157,34 @@ def test_notes_use_watched_namespace(render):
     notes = render({"clusterWide": False, "watchNamespaces": ["team-a"]}).notes
     assert "metadata.namespace must be a watched namespace (team-a)" in notes
     assert "kubectl get dd -n team-a -w" in notes
+
+
+@pytest.mark.parametrize("case", VALUE_CASES)
+def test_operator_args_parse_with_cli(render, case):
+    container = render(VALUE_CASES[case]).operator_container
+    assert container["args"][0] == "operator"
+
+    args = build_parser().parse_args(container["args"])
+    commands_operator.check_args(args)
+
+    endpoint = commands_operator.liveness_endpoint(args)
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    assert endpoint == f"http://0.0.0.0:{port}{container['livenessProbe']['httpGet']['path']}"
+
+
+def test_operator_args_name_scope_and_peering(render):
+    values = {"clusterWide": False, "watchNamespaces": ["team-a", "team-b"]}
+    rendered = render(values)
+    args = build_parser().parse_args(rendered.operator_container["args"])
+    peering_names = {item["metadata"]["name"] for item in rendered.of_kind("KopfPeering")}
+    assert args.namespaces == ["team-a", "team-b"]
+    assert args.all_namespaces is False
+    assert args.standalone is False
+    assert peering_names == {args.peering}
+
+
+def test_operator_args_standalone_cluster_wide(render):
+    rendered = render({"peering": {"enabled": False}})
+    args = build_parser().parse_args(rendered.operator_container["args"])
+    assert args.all_namespaces is True
+    assert args.standalone is True

@@ -120,3 +120,20 @@ def test_image_lacks_data_plane_module(module):
 def test_cli_parser_builds_without_data_plane():
     result = _run_without_image_extras("from disagg_worker.cli import build_parser; build_parser()")
     assert result.returncode == 0, result.stderr
+
+
+def test_operator_help_runs_without_data_plane():
+    result = _run_without_image_extras(
+        "from disagg_worker.cli import main; raise SystemExit(main(['operator', '--help']))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: disagg operator" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["disagg_operator.handlers", "disagg_operator.autoscale", "disagg_operator.metrics_source"],
+)
+def test_operator_module_imports_without_data_plane(module):
+    result = _run_without_image_extras(f"import {module}")
+    assert result.returncode == 0, result.stderr

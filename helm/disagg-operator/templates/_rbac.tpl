@@ -1,4 +1,7 @@
 {{/*
+The rules mirror operator/disagg_operator/rbac.py, the list of API calls the
+operator makes; tests/helm compares the two in both directions.
+
 Rules on cluster-scoped resources. kopf lists and watches CRDs to find the
 resources it serves; a namespace-limited operator also lists and watches
 namespaces; a cluster-wide operator with peering writes keep-alives into its
@@ -22,7 +25,8 @@ ClusterKopfPeering.
 
 {{/*
 Rules on namespaced resources: the custom resource and its status, the child
-Deployments and Services, the pods whose /metrics drive autoscaling, events,
+Deployments (and their scale subresource, which the autoscaler sets), Services
+and PodDisruptionBudgets, the pods whose /metrics drive autoscaling, events,
 and the KopfPeering of a namespace-limited operator with peering.
 */}}
 {{- define "disagg-operator.namespacedRules" -}}
@@ -35,8 +39,14 @@ and the KopfPeering of a namespace-limited operator with peering.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
