@@ -68,12 +68,13 @@ def _quantity(value: Any) -> Decimal | None:
 
 
 def _scalar_equal(desired: Any, live: Any) -> bool:
+    # Python has True == 1; JSON booleans and numbers are different values.
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
     if desired == live:
         return True
     # Ports and quantities come back as ints or in canonical form ("1Gi" for
     # "1024Mi"), so compare scalars of different spelling by value.
-    if isinstance(desired, bool) or isinstance(live, bool):
-        return False
     if isinstance(desired, str | int | float) and isinstance(live, str | int | float):
         if str(desired) == str(live):
             return True
