@@ -13,8 +13,8 @@ persists between the ticks of that resource. What a tick does by mode:
   HPA or KEDA owns the replicas.
 - off: nothing; each pool keeps spec.<pool>.replicas.
 
-The policy works in wall-clock seconds (`time.time()`), because the last scale
-time is kept in the status as a timestamp: an operator that restarts reads it
+The policy works in wall-clock seconds (`time.time()`), because the status
+keeps the last scale time as a timestamp. An operator that restarts reads it
 back, so its scale-down window still starts at the last scale and it does not
 shrink a pool that it just grew.
 """
@@ -54,7 +54,7 @@ STATE_KEY = "autoscaler"
 
 @dataclasses.dataclass
 class AutoscalerState:
-    """What one resource's loop remembers between ticks."""
+    """The state that the loop of one resource keeps between ticks."""
 
     # Decision history per worker role; a role is absent until its first tick.
     histories: dict[str, PoolHistory] = dataclasses.field(default_factory=dict)
@@ -81,15 +81,15 @@ class PoolObservation:
 
     @property
     def ready_replicas(self) -> int:
-        # The larger of the two counts: a ready pod that the list missed
-        # (or the other way round) then reads as missing data, which holds
-        # scale-down, instead of as a replica with no load.
+        # The larger of the two counts, so a ready pod missing from either
+        # count reads as missing data (no scale-down) rather than as a
+        # replica without load.
         reported = int((self.deployment.get("status") or {}).get("readyReplicas") or 0)
         return max(reported, len(self.ready_pods))
 
     @property
     def queue_depth(self) -> int | None:
-        """Waiting requests summed over the pods that answered; None when none did."""
+        """Waiting requests summed over the pods that returned metrics; None if none did."""
         if not self.ready_pods:
             return 0
         if not self.observations:
@@ -124,7 +124,7 @@ def policy_inputs(
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:
-    """Whether a pod serves: Ready condition true, an IP, and not terminating."""
+    """Return whether a pod serves: Ready condition true, an IP, and not terminating."""
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
     status = pod.get("status") or {}
@@ -153,7 +153,7 @@ def parse_time(value: Any) -> float | None:
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
-        module_logger.warning("unreadable timestamp %r; ignored", value)
+        module_logger.warning("invalid timestamp %r; ignored", value)
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
@@ -170,9 +170,9 @@ def initial_history(
     """Return the history of a pool that this process has not decided for yet.
 
     The last scale time comes from the status (written by an earlier
-    operator process), else from the Deployment's creation time: the policy
-    counts the current replicas as recommended then, which keeps a pool at
-    its size for the scale-down window after a restart or a create.
+    operator process), else from the Deployment's creation time. The policy
+    counts the current replicas as recommended at that time, which keeps a
+    pool at its size for the scale-down window after a restart or a create.
     """
     last = parse_time((pool_status or {}).get("lastScaleTime"))
     if last is None:
@@ -188,7 +188,7 @@ def count_fallbacks(
     Without a previous read the count is 0: the counters' past is unknown. A
     router pod first seen now counts its whole total (it started since the
     last read), and a counter that went down counts from 0 (its router
-    restarted). A router that did not answer keeps its old baseline.
+    restarted). A router that did not respond keeps its old baseline.
     """
     baseline: dict[str, float] = {}
     fallbacks = 0.0
@@ -238,7 +238,9 @@ class _Tick:
             name = c.child_name(self.owner.name, role)
             deployment = await self.kube.get(kube_module.DEPLOYMENTS, self.owner.namespace, name)
             if deployment is None:
-                self.log.info("autoscaler waits for Deployment %s to be created", name)
+                self.log.info(
+                    "autoscaler tick skipped: Deployment %s not found; next tick retries", name
+                )
                 return None
             deployments[role] = deployment
             listed = await self.kube.list(
@@ -352,7 +354,7 @@ async def _apply_decisions(
     pools: Mapping[str, PoolObservation],
     settings: AutoscalingSettings,
 ) -> dict[str, dict[str, Any]]:
-    """Scale where the decisions say so, update the histories, return the status fields."""
+    """Scale the pools whose replicas change, update the histories, return the status fields."""
     fields: dict[str, dict[str, Any]] = {}
     for role in c.WORKER_ROLES:
         decision = decisions.for_role(role)

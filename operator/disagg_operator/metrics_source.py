@@ -10,7 +10,7 @@ Prometheus text on `http://POD_IP:PORT/metrics` directly, concurrently and
 with a timeout. It needs no Prometheus server, only network access from the
 operator pod to the worker pods.
 
-A source that asks a Prometheus server instead (a PromQL query such as
+A source that queries a Prometheus server instead (a PromQL query such as
 `sum by (pod) (disagg_queue_depth{role="prefill"})`) implements the same
 two methods and returns the same mappings keyed by pod name; `tick` accepts
 any object that has them.
@@ -208,7 +208,7 @@ class PodScrapeSource:
         return {pod.name: text for pod, text in zip(pods, texts, strict=True)}
 
     async def _scrape(self, session: aiohttp.ClientSession, pod: PodTarget) -> str | None:
-        """Return the /metrics body of `pod`, or None (logged) when it does not answer."""
+        """Return the /metrics body of `pod`, or None (logged) when it does not respond."""
         try:
             async with session.get(pod.url) as response:
                 if response.status != 200:

@@ -73,7 +73,7 @@ async def test_daemon_stops_when_mode_turns_off(cluster, operator, pods):
     await eventually(lambda: _assert_equal(pool_status(cluster, "prefill").get("queueDepth"), 9))
 
     await patch_spec(cluster, {"autoscaling": {"mode": "off"}})
-    # kopf records the spec it handled last; from then on the daemon sees mode off.
+    # kopf records the spec it handled last; from then on the daemon's body has mode off.
     await eventually(lambda: _assert_handled_mode(cluster, "off"))
     # Once the daemon has stopped, a new queue depth is no longer reported.
     prefill.load(queue_depth=20)

@@ -122,7 +122,7 @@ async def test_steady_load_writes_nothing_twice(cluster, pods, scaler):
 
 async def test_all_metrics_scale_decode_down(cluster, pods, scaler):
     # The control case of the missing-metrics tests below: with every pod
-    # answering and no queue, decode shrinks at once.
+    # responding and no queue, decode shrinks at once.
     await scaler.create(autoscaled_spec(pods.port))
     await pods.add("prefill", queue_depth=4)
     await pods.add("decode", queue_depth=0)
@@ -192,7 +192,7 @@ async def test_missing_metrics_still_scale_up(cluster, pods, scaler):
 
     await scaler.tick()
 
-    # The answering pod alone already carries 5 replicas of load; max is 4.
+    # The responding pod alone already carries 5 replicas of load; max is 4.
     assert replicas(cluster, "decode") == 4
 
 
@@ -239,7 +239,7 @@ async def test_off_mode_changes_nothing(cluster, pods, scaler):
     assert len(list(cluster)) == requests_before
 
 
-async def test_no_pod_answers_clears_queue_depth(cluster, pods, scaler):
+async def test_silent_pool_clears_queue_depth(cluster, pods, scaler):
     await scaler.create(autoscaled_spec(pods.port))
     prefill = await pods.add("prefill", queue_depth=4)
     await pods.add("decode", queue_depth=4)
@@ -262,7 +262,7 @@ async def test_restart_keeps_scale_down_window(cluster, pods, scaler):
     assert replicas(cluster, "prefill") == 3
 
     # A new operator process 100 s later: the queue is empty, but the status
-    # says prefill scaled up 100 s ago, inside the 300 s window.
+    # records that prefill scaled up 100 s ago, inside the 300 s window.
     prefill.load(queue_depth=0)
     scaler.restart()
     await scaler.tick(clock=lambda: start + 100)
