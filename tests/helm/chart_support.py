@@ -109,3 +109,12 @@ VALUE_CASES: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+def built_children() -> list[dict[str, Any]]:
+    """Return the children the operator builds for examples/cpu-kind.yaml."""
+    from disagg_operator.builders import build_children
+
+    body = yaml.safe_load((REPO_ROOT / "examples" / "cpu-kind.yaml").read_text())
+    body["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
+    return build_children(body)

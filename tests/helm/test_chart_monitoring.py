@@ -12,7 +12,7 @@ import json
 import re
 
 import pytest
-from chart_support import CHART_DIR
+from chart_support import CHART_DIR, built_children
 from disagg_operator import constants
 from disagg_worker import metrics
 from disagg_worker.router.metrics import RouterMetrics
@@ -158,3 +158,54 @@ def test_dashboard_panel_ids_unique():
     dashboard = json.loads(DASHBOARD_FILE.read_text())
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def _matches(selector: dict, labels: dict[str, str]) -> bool:
+    """Return whether a LabelSelector (matchLabels and In expressions) selects `labels`."""
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _scraped_ports(monitor_kind: str, rendered) -> set[str]:
+    monitor = rendered.one(monitor_kind)
+    return {endpoint["port"] for endpoint in monitor["spec"][ENDPOINTS_KEY[monitor_kind]]}
+
+
+@pytest.mark.parametrize("role", constants.ROLES)
+def test_pod_monitor_scrapes_built_pods(render, role):
+    rendered = render(MONITOR_VALUES["PodMonitor"])
+    monitor = rendered.one("PodMonitor")
+    (deployment,) = [
+        child
+        for child in built_children()
+        if child["kind"] == "Deployment"
+        and child["metadata"]["labels"][constants.LABEL_ROLE] == role
+    ]
+    template = deployment["spec"]["template"]
+    port_names = {
+        port["name"]
+        for container in template["spec"]["containers"]
+        for port in container.get("ports", [])
+    }
+    assert _matches(monitor["spec"]["selector"], template["metadata"]["labels"])
+    assert port_names & _scraped_ports("PodMonitor", rendered)
+
+
+@pytest.mark.parametrize("role", constants.ROLES)
+def test_service_monitor_scrapes_built_services(render, role):
+    rendered = render(MONITOR_VALUES["ServiceMonitor"])
+    monitor = rendered.one("ServiceMonitor")
+    (service,) = [
+        child
+        for child in built_children()
+        if child["kind"] == "Service" and child["metadata"]["labels"][constants.LABEL_ROLE] == role
+    ]
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    assert _matches(monitor["spec"]["selector"], service["metadata"]["labels"])
+    assert port_names & _scraped_ports("ServiceMonitor", rendered)

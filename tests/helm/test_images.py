@@ -12,7 +12,8 @@ import re
 
 import dockerfile
 import pytest
-from chart_support import CHART_DIR, REPO_ROOT
+import yaml
+from chart_support import CHART_DIR, REPO_ROOT, built_children
 from disagg_operator import constants
 from disagg_worker import model
 from docker.utils.build import exclude_paths
@@ -38,6 +39,15 @@ def _build_args(name: str) -> dict[str, str]:
             key, value = instruction.value[0].split("=", 1)
             defaults[key] = value
     return defaults
+
+
+def _image_env(name: str) -> dict[str, str]:
+    env = {}
+    for instruction in _instructions(name):
+        if instruction.cmd == "ENV":
+            pairs = instruction.value
+            env.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+    return env
 
 
 def _context_files() -> set[str]:
@@ -128,12 +138,7 @@ def test_worker_torch_default_is_cpu_build():
 
 
 def test_worker_bakes_model_into_cache_dir():
-    env = {}
-    for instruction in _instructions("worker"):
-        if instruction.cmd == "ENV":
-            pairs = instruction.value
-            env.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
-    cache_dir = env[model.CACHE_DIR_ENV]
+    cache_dir = _image_env("worker")[model.CACHE_DIR_ENV]
     commands = _run_commands("worker")
     imported = re.search(r"from disagg_worker\.model import (\w+)", commands).group(1)
     assert hasattr(model, imported)
@@ -154,3 +159,23 @@ def test_makefile_tags_match_chart(chart):
 def test_chart_dir_not_in_image_context(context_files):
     relative = CHART_DIR.relative_to(REPO_ROOT).as_posix()
     assert not [path for path in context_files if path.startswith(relative)]
+
+
+def test_worker_pods_use_image_cache_paths():
+    image_env = _image_env("worker")
+    for child in built_children():
+        if child["kind"] != "Deployment":
+            continue
+        for container in child["spec"]["template"]["spec"]["containers"]:
+            env = {item["name"]: item.get("value") for item in container["env"]}
+            assert env["HF_HOME"] == image_env["HF_HOME"], child["metadata"]["name"]
+            # The baked model is found through the image's DISAGG_CACHE_DIR.
+            assert model.CACHE_DIR_ENV not in env, child["metadata"]["name"]
+
+
+def test_example_image_is_makefile_worker_image():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    tag = re.search(r"^IMAGE_TAG \?= (\S+)$", makefile, re.MULTILINE).group(1)
+    worker_image = re.search(r"^WORKER_IMAGE \?= (\S+)$", makefile, re.MULTILINE).group(1)
+    example = yaml.safe_load((REPO_ROOT / "examples" / "cpu-kind.yaml").read_text())
+    assert example["spec"]["image"] == worker_image.replace("$(IMAGE_TAG)", tag)
