@@ -3,8 +3,8 @@
 Credentials come the standard way: the in-cluster service account, else
 KUBECONFIG (or ~/.kube/config). With peering on, replicas of the operator
 write keep-alives into a KopfPeering (namespaced) or ClusterKopfPeering
-(cluster-wide) object, which must exist; the live replica with the highest
-priority serves and the others stand by until its keep-alive expires.
+(cluster-wide) object, which must exist. The live replica with the highest
+priority serves, and the others stand by until its keep-alive expires.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the Kubernetes operator for DisaggregatedDeployments",
         description=__doc__.split("\n\n", 1)[1],
     )
+
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n",
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="serve the resources in every namespace (needs cluster-wide RBAC)",
     )
+
     parser.add_argument(
         "--log-format",
         choices=("plain", "json"),
@@ -58,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="INFO",
         help="lowest level logged (default: INFO)",
     )
+
     liveness = parser.add_mutually_exclusive_group()
     liveness.add_argument(
         "--liveness-port",
@@ -70,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="serve the liveness probe at URL, e.g. http://0.0.0.0:8080/healthz",
     )
+
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument(
         "--peering",
@@ -87,12 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="peering priority; the highest live one serves (default: random)",
     )
+
     parser.add_argument(
         "--resync-seconds",
         type=float,
         default=60.0,
         help="seconds between two safety-net reconciles of each resource (default: 60)",
     )
+
     parser.set_defaults(func=run)
 
 

@@ -10,8 +10,11 @@ or another controller adds (defaults such as `imagePullPolicy`, a Service's
 The plan is a JSON patch (RFC 6902) that replaces each differing owned field
 whole, so keys that the new value lacks are removed. The pod template carries a
 hash annotation of the pool's inputs, so any spec change of a pool changes the
-template and replaces it; a hand edit that changes an owned value is replaced
-too, but one that only adds a key (an extra env var) is not detected.
+template and replaces it. A hand edit that changes an owned value is replaced
+too.
+
+NOTE: a hand edit that only adds a key (an extra env var, a sidecar's field)
+is not detected, because the comparison ignores keys the operator does not set.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ IMMUTABLE_SPEC_FIELDS: Mapping[str, frozenset[str]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What one child needs: a JSON patch, or a re-creation for an immutable field."""
+    """The writes one child needs: a JSON patch, or a re-creation for an immutable field."""
 
     operations: tuple[dict[str, Any], ...] = ()
     # Owned paths that differ, e.g. "spec.template", for logs and events.
@@ -84,7 +87,7 @@ def _scalar_equal(desired: Any, live: Any) -> bool:
 
 
 def contains(live: Any, desired: Any) -> bool:
-    """Return whether `live` holds every value of `desired`, ignoring keys only `live` has.
+    """Return whether `live` contains every value of `desired`, ignoring keys only `live` has.
 
     Lists must have the same length and match item by item, because the
     operator owns whole lists (containers, ports, tolerations).

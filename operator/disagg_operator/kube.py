@@ -1,7 +1,7 @@
 """Thin async layer over the Kubernetes API: the only operator module that talks to it.
 
 The reconcile logic calls `Kube` with plain dict manifests and gets plain dicts
-back, so the logic above it compares JSON structures and never sees client
+back, so the logic above it compares JSON structures and never handles client
 models. Requests go through the official `kubernetes` client's `ApiClient`
 (its configuration, authentication and TLS handling) in a worker thread,
 because that client is synchronous.
@@ -283,7 +283,7 @@ class Kube:
         reason: str,
         message: str,
     ) -> None:
-        """Record a core/v1 Event about `involved`; a failure is logged, never raised."""
+        """Record a core/v1 Event about `involved`; an API failure is logged, not raised."""
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace") or "default"
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,10 +2,10 @@
 
 Read by the Helm chart's tests (the chart's Role and ClusterRole must grant at
 least these) and by anyone writing RBAC by hand. The list covers the operator's
-own requests (kube.py: children, status, events, the pods the autoscaler reads
-metrics from) and what kopf itself needs: CRD discovery, namespace observation,
-the watched resources, its annotations and finalizer on the custom resource,
-and peering keep-alives.
+own requests: children, status, events and the pods the autoscaler reads
+metrics from. It also covers what kopf itself needs: CRD discovery, namespace
+observation, the watched resources, its annotations and finalizer on the custom
+resource, and peering keep-alives.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reconcile one DisaggregatedDeployment: desired children against live ones.
 
 Called by the kopf handlers (create, update, resume, the periodic resync and
-the watches of the children). The steps live in `reconcile_once`; `Reconciler`
+the watches of the children). The steps live in `reconcile_once`. `Reconciler`
 runs them one at a time per resource, because a create handler and the watch
 events of the children it creates arrive together.
 
@@ -41,7 +41,7 @@ class ChildConflictError(Exception):
 
 @dataclasses.dataclass
 class Outcome:
-    """What one reconcile did, for logs, handlers and tests."""
+    """The writes of one reconcile and the spec problems it found."""
 
     created: list[str] = dataclasses.field(default_factory=list)
     updated: list[str] = dataclasses.field(default_factory=list)
@@ -213,6 +213,7 @@ class _Run:
         planned = drift.plan(manifest, live, skip_spec_fields=skip)
         if planned.empty:
             return live
+
         name = _meta(manifest)["name"]
         if planned.recreate:
             # Immutable fields differ: the only way to change them is a new object.
@@ -229,6 +230,7 @@ class _Run:
                 f"Re-created {_describe(manifest)} because {fields} cannot change in place",
             )
             return created
+
         fields = ", ".join(planned.changed)
         patched = await self.api.patch(resource, self.namespace, name, list(planned.operations))
         self.outcome.updated.append(_describe(manifest))
@@ -400,9 +402,9 @@ class Reconciler:
     """Runs reconciles one at a time per resource and merges queued requests.
 
     A burst of child watch events for one resource runs at most one reconcile
-    after the current one: a request that finds another one already waiting
+    after the current one. A request that finds another one already waiting
     returns at once, because the waiting one reads the resource after the
-    current one finishes and so sees every change the burst reported.
+    current one finishes, so it covers every change the burst reported.
     """
 
     def __init__(self, api: Kube) -> None:

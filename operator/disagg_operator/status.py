@@ -2,8 +2,8 @@
 
 Pure functions, called by the reconcile logic after it applied the children.
 `compute` derives the status fields that the operator owns from the child
-Deployments; `merge_patch` compares them with the live status and returns the
-JSON merge patch for the status subresource, or None when nothing changed, so
+Deployments. `merge_patch` compares them with the live status and returns the
+JSON merge patch for the status subresource, or None when nothing changed. So
 a reconcile of an unchanged resource writes nothing.
 
 Fields the autoscaler writes (`queueDepth`, `lastScaleTime`, `lastScaleReason`)
@@ -57,7 +57,7 @@ def _counts(deployment: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
 
 
 def pool_status(role: str, deployment: Mapping[str, Any] | None) -> dict[str, int]:
-    """Return the replica counts of one pool, as the CRD's status.<role> holds them."""
+    """Return the replica counts of one pool, as the CRD's status.<role> stores them."""
     desired, current, ready, _ = _counts(deployment)
     counts = {"replicas": current, "readyReplicas": ready}
     if role in c.WORKER_ROLES:

@@ -39,7 +39,7 @@ def handler_options() -> HandlerOptions:
 
     The resync timer and the autoscaler daemon are off by default because
     kmock replays every object when kopf stops its watches: kopf then starts
-    them once more after its daemon killer has exited, and each holds the
+    them once more after its daemon killer has exited, and each delays the
     shutdown for kopf's 5 s grace time.
     """
     return HandlerOptions(resync_seconds=None, daemon_cancellation_seconds=1.0, autoscaler=False)

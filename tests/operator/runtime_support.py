@@ -217,8 +217,8 @@ class OperatorThread:
         self.namespaces = namespaces
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = threading.Event()
-        # Created in the operator's loop: kopf waits for a threading.Event in an
-        # executor thread, which outlives the loop's shutdown by seconds.
+        # Created in the operator's loop, and set from the test's loop with
+        # call_soon_threadsafe.
         self.stop_flag: asyncio.Event | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="kopf-operator", daemon=True)

@@ -108,6 +108,27 @@ async def test_removed_label_is_restored(cluster, operator):
     await eventually(restored)
 
 
+async def test_edited_selector_recreates_deployment(cluster, operator):
+    await apply(cluster, custom_resource())
+    await wait_converged(cluster)
+    expected = live(cluster, DEPLOYMENTS, f"{NAME}-decode")["spec"]["selector"]
+
+    # A selector cannot change in place on a real API server, but kmock lets it.
+    edited = {key: "hand-made" for key in expected["matchLabels"]}
+    await patch_child(
+        cluster, DEPLOYMENTS, f"{NAME}-decode", {"spec": {"selector": {"matchLabels": edited}}}
+    )
+
+    def recreated() -> None:
+        decode = live(cluster, DEPLOYMENTS, f"{NAME}-decode")
+        assert decode is not None
+        assert decode["spec"]["selector"] == expected
+
+    await eventually(recreated)
+    deletes = [r for r in list(cluster) if r.method == "DELETE" and r.name == f"{NAME}-decode"]
+    assert len(deletes) == 1
+
+
 class TestResyncTimer:
     """The periodic resync alone repairs drift, with no watch of the children."""
 
