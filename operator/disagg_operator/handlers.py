@@ -171,7 +171,7 @@ def build_registry(options: HandlerOptions | None = None) -> kopf.OperatorRegist
 
     autoscaler = _load_autoscaler() if options.autoscaler else None
     if autoscaler is None:
-        logger.info("no autoscaler hook %s; builtin autoscaling is off", AUTOSCALE_MODULE)
+        logger.info("no autoscaler hook %s; autoscaling is off", AUTOSCALE_MODULE)
         return registry
 
     @kopf.daemon(

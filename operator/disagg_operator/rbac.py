@@ -71,14 +71,8 @@ RULES: tuple[Rule, ...] = (
         "deployments",
         OWN,
         cluster_scoped=False,
-        purpose="the prefill, decode and router Deployments; watched for drift and status",
-    ),
-    Rule(
-        "apps",
-        "deployments/scale",
-        ("get", "patch"),
-        cluster_scoped=False,
-        purpose="the builtin autoscaler sets the replicas of a worker pool",
+        purpose="the prefill, decode and router Deployments, watched for drift and status; "
+        "the builtin autoscaler patches their replicas",
     ),
     Rule(
         "",

@@ -25,7 +25,7 @@ import datetime
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import attrs
@@ -208,10 +208,27 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def eventually_async(
+    check: Callable[[], Awaitable[Any]], timeout: float = DEADLINE_SECONDS, interval: float = 0.05
+) -> Any:
+    """Await `check` until it returns without AssertionError; re-raise its last failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
 class OperatorThread:
     """The operator's kopf handlers running in a thread with their own event loop."""
 
-    def __init__(self, options: HandlerOptions, namespaces: list[str]) -> None:
+    def __init__(
+        self, options: HandlerOptions, namespaces: list[str], liveness_endpoint: str | None = None
+    ) -> None:
+        self.liveness_endpoint = liveness_endpoint
         self.memo = kopf.Memo()
         self.registry = build_registry(options)
         self.namespaces = namespaces
@@ -243,6 +260,7 @@ class OperatorThread:
                     namespaces=self.namespaces,
                     stop_flag=self.stop_flag,
                     ready_flag=self.ready,
+                    liveness_endpoint=self.liveness_endpoint,
                 )
             )
         except BaseException as error:
