@@ -46,7 +46,7 @@ def prompts(tokenizer) -> dict[str, list[int]]:
         "one_token": tokenizer.encode("The")[:1],
         "few_tokens": tokenizer.encode("The capital of France is"),
         "chat": list(chat),
-        # 54 tokens x 46,080 bytes of float32 KV is about 2.5 MB, three 1 MiB chunks.
+        # 54 tokens x 46,080 bytes of float32 KV is about 2.5 MB, five 512 KiB chunks.
         "multi_chunk": tokenizer.encode(LONG_TEXT),
     }
 

@@ -13,6 +13,7 @@ import importlib
 BENCHMARKS = {
     "decode-batching": "disagg_worker.benchmarks.decode_batching",
     "interference": "disagg_worker.benchmarks.interference",
+    "kv-transfer": "disagg_worker.benchmarks.kv_transfer",
 }
 
 
