@@ -25,9 +25,9 @@ ClusterKopfPeering.
 
 {{/*
 Rules on namespaced resources: the custom resource and its status, the child
-Deployments (and their scale subresource, which the autoscaler sets), Services
-and PodDisruptionBudgets, the pods whose /metrics drive autoscaling, events,
-and the KopfPeering of a namespace-limited operator with peering.
+Deployments, Services and PodDisruptionBudgets, the pods whose /metrics drive
+autoscaling, events, and the KopfPeering of a namespace-limited operator with
+peering.
 */}}
 {{- define "disagg-operator.namespacedRules" -}}
 - apiGroups: ["disagg.dev"]
@@ -39,9 +39,6 @@ and the KopfPeering of a namespace-limited operator with peering.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
