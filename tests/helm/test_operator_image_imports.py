@@ -78,7 +78,7 @@ def _blocked_modules() -> list[str]:
     for module, distributions in importlib.metadata.packages_distributions().items():
         if not any(canonicalize_name(name) in allowed for name in distributions):
             blocked.add(module)
-    # The project's own packages come from the wheel, not from a distribution.
+    # The project's own packages are in the image, installed from its wheel.
     return sorted(blocked - {"disagg_operator", "disagg_worker"})
 
 
