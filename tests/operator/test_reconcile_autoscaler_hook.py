@@ -7,7 +7,17 @@ import copy
 import pytest
 from disagg_operator import autoscale
 from disagg_operator.handlers import HandlerOptions
-from runtime_support import NAME, SPEC, apply, custom_resource, eventually, wait_converged
+from runtime_support import (
+    CR_PATH,
+    CR_RESOURCE,
+    NAME,
+    SPEC,
+    apply,
+    custom_resource,
+    eventually,
+    live,
+    wait_converged,
+)
 
 
 @pytest.fixture
@@ -41,3 +51,23 @@ async def test_hook_ticks_with_persistent_state(cluster, operator, ticks):
     assert {call["name"] for call in ticks} == {NAME}
     assert [call["count"] for call in ticks[:2]] == [1, 2]
     assert ticks[0]["kube"] is operator.memo.kube
+
+
+async def test_deletion_releases_daemon_finalizer(cluster, operator, ticks):
+    await apply(cluster, custom_resource())
+    await wait_converged(cluster)
+
+    def finalized() -> None:
+        body = live(cluster, CR_RESOURCE, NAME)
+        assert body["metadata"].get("finalizers"), "kopf has not added its finalizer yet"
+
+    # kopf guards resources with daemons by a finalizer, so deletion waits for
+    # the operator to stop the daemon and release it.
+    await eventually(finalized)
+    response = await cluster.delete(f"{CR_PATH}/{NAME}")
+    assert response.status == 200
+
+    def deleted() -> None:
+        assert live(cluster, CR_RESOURCE, NAME) is None
+
+    await eventually(deleted)
