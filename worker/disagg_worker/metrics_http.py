@@ -4,7 +4,7 @@ Routes:
 - `/metrics`: the replica's `CollectorRegistry` in the Prometheus text format.
 - `/health/live`: 200 while the process serves HTTP at all.
 - `/health/ready`: 200 once the model is loaded and while the replica is not
-  draining, 503 otherwise; the readiness probe takes the pod out of its
+  draining, 503 otherwise. The readiness probe thus takes the pod out of its
   Service during the drain.
 """
 

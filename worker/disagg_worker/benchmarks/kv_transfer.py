@@ -271,7 +271,7 @@ async def _receiver(pipe, layouts, largest: int, grpc_options) -> None:
     ports = {}
     servers = []
     for layout in layouts:
-        # Entries expire at the next transfer, so the store never holds more than one.
+        # Entries expire at the next transfer, so the store never contains more than one.
         store = kv_cache.KVStore(max_bytes=2 * largest, ttl_seconds=1e-3)
         expected = kv_transfer.ExpectedLayout(
             fingerprint=FINGERPRINT,

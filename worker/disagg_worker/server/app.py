@@ -189,7 +189,7 @@ class WorkerServer:
         """Stop admitting and wait up to `timeout` seconds for in-flight work to finish.
 
         Health turns NOT_SERVING and new Prefill, Generate and KV transfer
-        calls get UNAVAILABLE; the server keeps answering health and GetLoad
+        calls get UNAVAILABLE; the server keeps serving health and GetLoad
         so routers see the drain. Returns False if work was still running at
         the deadline.
         """

@@ -4,8 +4,8 @@
 replica sent earlier (`remote_kv`, claimed from the `KVStore`) or from its
 prompt (`prompt`, local prefill on this replica). The `DecodeEngine` runs
 the request in its batch on its own thread and reports tokens through a
-callback; this service hands them to the gRPC stream through an
-asyncio queue.
+callback. This service hands them to the gRPC stream through an asyncio
+queue.
 """
 
 from __future__ import annotations

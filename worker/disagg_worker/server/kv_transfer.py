@@ -1,6 +1,6 @@
 """KV transfer over gRPC: the decode side's receiver and the prefill side's sender.
 
-A prefill replica calls `KVSender.send()` once per request; it opens one
+A prefill replica calls `KVSender.send()` once per request. It opens one
 client-streaming `disagg.v1.KVTransfer/Transfer` call to the decode replica
 and sends a `KVHeader` followed by `KVChunk` messages. The decode replica's
 `KVTransferService` validates the header against its own model before it
@@ -220,7 +220,7 @@ class TransferRejected(Exception):
 
 @dataclass(frozen=True)
 class ExpectedLayout:
-    """What the receiving replica's model requires of an incoming KV cache."""
+    """Layout that the receiving replica's model requires of an incoming KV cache."""
 
     fingerprint: str
     dtype: torch.dtype
@@ -284,12 +284,12 @@ def validate_header(header: pb.KVHeader, expected: ExpectedLayout) -> list[tuple
     if len(header.shapes) != 2 * expected.num_layers:
         raise reject(f"{len(header.shapes)} shapes, expected {2 * expected.num_layers}")
 
-    wanted = (1, expected.num_kv_heads, tokens, expected.head_dim)
+    expected_shape = (1, expected.num_kv_heads, tokens, expected.head_dim)
     shapes = []
     for index, shape in enumerate(header.shapes):
         dims = tuple(shape.dims)
-        if dims != wanted:
-            raise reject(f"shape {index} is {list(dims)}, expected {list(wanted)}")
+        if dims != expected_shape:
+            raise reject(f"shape {index} is {list(dims)}, expected {list(expected_shape)}")
         shapes.append(dims)
 
     total = sum(math.prod(dims) for dims in shapes) * expected.element_size

@@ -1,7 +1,7 @@
 """Prefill service of a prefill replica: run the prompt, ship its KV cache, return the first token.
 
 The router calls `Prefill` with the decode replica that will continue the
-request; this service admits the request through the `PrefillEngine`,
+request. This service admits the request through the `PrefillEngine`,
 streams the resulting KV cache to that replica with a `KVSender`, and
 replies once the decode replica acknowledged it.
 """
