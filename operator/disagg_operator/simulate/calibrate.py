@@ -67,13 +67,17 @@ def measure_startup_seconds(repeats: int) -> float:
 
 
 def measure_model(
-    prefill_tokens: int, kv_tokens: int, batch_sizes: tuple[int, ...], steps: int
+    prefill_tokens: int, kv_tokens: int, batch_sizes: tuple[int, ...], steps: int, model=None
 ) -> dict:
-    """Measure prefill throughput, decode step times and KV bytes per token in-process."""
+    """Measure prefill throughput, decode step times and KV bytes per token in-process.
+
+    `model` is a loaded causal LM; None loads SmolLM2-135M-Instruct from the GGUF file.
+    """
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    model = AutoModelForCausalLM.from_pretrained(model_directory(), gguf_file=GGUF_FILE)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_directory(), gguf_file=GGUF_FILE)
     model.eval()
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
@@ -154,23 +158,44 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("calibration started threads=%d", args.threads)
     measured = measure_model(args.prefill_tokens, args.kv_tokens, DEFAULT_BATCH_SIZES, args.steps)
     startup = measure_startup_seconds(args.startup_repeats)
-    processor = platform.processor() or platform.machine()
-    calibration = {
-        "source": (
-            f"measured: {MODEL_ID} fp32, transformers forward passes, torch "
-            f"{torch.__version__} CPU, {args.threads} thread(s), {processor}"
-        ),
-        "command": "python -m disagg_operator.simulate.calibrate " + " ".join(argv or sys.argv[1:]),
-        "prefill_tokens_per_second": round(measured["prefill_tokens_per_second"], 1),
-        "decode_step_seconds": [[b, round(s, 5)] for b, s in measured["decode_step_seconds"]],
-        "max_batch_size": args.max_batch,
-        "startup_seconds": round(startup, 2),
-        "kv_transfer_bytes_per_second": args.kv_transfer_bytes_per_second,
-        "kv_bytes_per_token": round(measured["kv_bytes_per_token"]),
-    }
+    calibration = build_calibration(
+        measured,
+        startup,
+        source=f"measured: {MODEL_ID} fp32, transformers forward passes",
+        command="python -m disagg_operator.simulate.calibrate " + " ".join(argv or sys.argv[1:]),
+        threads=args.threads,
+        max_batch=args.max_batch,
+        kv_transfer_bytes_per_second=args.kv_transfer_bytes_per_second,
+    )
     args.output.write_text(json.dumps(calibration, indent=2) + "\n")
     logger.info("calibration written path=%s", args.output)
     return 0
+
+
+def build_calibration(
+    measured: dict,
+    startup_seconds: float,
+    *,
+    source: str,
+    command: str,
+    threads: int,
+    max_batch: int,
+    kv_transfer_bytes_per_second: float,
+) -> dict:
+    """Return the calibration document for `measure_model`'s figures and a start-up time."""
+    import torch
+
+    processor = platform.processor() or platform.machine()
+    return {
+        "source": f"{source}, torch {torch.__version__} CPU, {threads} thread(s), {processor}",
+        "command": command,
+        "prefill_tokens_per_second": round(measured["prefill_tokens_per_second"], 1),
+        "decode_step_seconds": [[b, round(s, 5)] for b, s in measured["decode_step_seconds"]],
+        "max_batch_size": max_batch,
+        "startup_seconds": round(startup_seconds, 2),
+        "kv_transfer_bytes_per_second": kv_transfer_bytes_per_second,
+        "kv_bytes_per_token": round(measured["kv_bytes_per_token"]),
+    }
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "decode-batching": "disagg_worker.benchmarks.decode_batching",
     "interference": "disagg_worker.benchmarks.interference",
     "kv-transfer": "disagg_worker.benchmarks.kv_transfer",
+    "calibrate": "disagg_worker.benchmarks.calibrate",
 }
 
 
