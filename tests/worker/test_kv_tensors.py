@@ -52,6 +52,13 @@ def test_bytes_round_trip(dtype):
         assert torch.equal(original, copy)
 
 
+def test_bytearray_payload_is_used_in_place():
+    payload = bytearray(tensors_to_bytes([torch.ones(1, 1, 2, 2)]))
+    (tensor,) = tensors_from_bytes(payload, [(1, 1, 2, 2)], torch.float32)
+    payload[:4] = tensors_to_bytes([torch.tensor([5.0])])
+    assert tensor[0, 0, 0, 0] == 5.0
+
+
 def test_bytes_of_wrong_size_raise():
     with pytest.raises(ValueError, match="need 96 bytes"):
         tensors_from_bytes(b"\0" * 95, [(1, 2, 3, 4)], torch.float32)

@@ -88,15 +88,20 @@ def tensors_from_bytes(
     shapes: Sequence[Sequence[int]],
     dtype: torch.dtype,
 ) -> list[torch.Tensor]:
-    """Split a payload written by `tensors_to_bytes` back into CPU tensors."""
+    """Split a payload written by `tensors_to_bytes` back into CPU tensors.
+
+    A bytearray is used in place, so the tensors share its memory; bytes and
+    memoryviews are copied once into a new buffer.
+    """
     element_size = torch.empty((), dtype=dtype).element_size()
     sizes = [_numel(shape) * element_size for shape in shapes]
     if sum(sizes) != len(payload):
         raise ValueError(
             f"KV payload has {len(payload)} bytes but the shapes need {sum(sizes)} bytes"
         )
-    # One copy into a writable buffer; the tensors are views into it.
-    buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else None
+    # torch.frombuffer needs a writable buffer; the tensors are views into it.
+    writable = payload if isinstance(payload, bytearray) else bytearray(payload)
+    buffer = torch.frombuffer(writable, dtype=torch.uint8) if payload else None
     tensors: list[torch.Tensor] = []
     offset = 0
     for shape, size in zip(shapes, sizes, strict=True):

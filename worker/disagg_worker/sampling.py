@@ -26,7 +26,9 @@ class SamplingParams:
 
     temperature: softmax temperature; 0 selects greedy decoding (argmax).
     top_p: nucleus mass in (0, 1]; 1 keeps every token.
-    seed: seed of the random draws; None lets `with_seed` draw one.
+    seed: seed of the random draws; None lets `with_seed` draw one. The
+        prefill and decode engines then draw different seeds, so only an
+        explicit seed makes a split request reproducible.
     """
 
     temperature: float = 0.0

@@ -278,6 +278,8 @@ class DecodeEngine:
         return True
 
     def _join(self, admitted: list[_Sequence]) -> None:
+        # NOTE: a local prefill runs as one block between two steps, so a long
+        # prompt delays every running request by its whole prefill time.
         joined: list[_Sequence] = []
         caches: list[list[torch.Tensor]] = []
         for sequence in admitted:
