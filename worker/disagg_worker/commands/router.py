@@ -37,6 +37,11 @@ def register(subparsers) -> None:
         "tokenizer and config (default: %(default)s)",
     )
     parser.add_argument(
+        "--served-model-name",
+        help="model name in /v1/models and responses; requests may also name --model or the "
+        "model's own name (default: the model's own name)",
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help="model cache folder (default: $DISAGG_CACHE_DIR or ~/.cache/disagg)",
@@ -191,10 +196,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
 
     settings = RouterSettings(
-        model_name=served.name,
+        model_name=args.served_model_name or served.name,
         max_context=served.max_context,
         vocab_size=served.vocab_size,
-        model_aliases=frozenset({args.model}),
+        model_aliases=frozenset({args.model, served.name}),
         dispatch=DispatchConfig(
             min_remote_prefill_tokens=args.min_remote_prefill_tokens,
             prefill_timeout_s=args.prefill_timeout,
