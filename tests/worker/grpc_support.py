@@ -18,12 +18,16 @@ from disagg_worker.server.app import WorkerOptions, create_server
 LOCALHOST = "127.0.0.1"
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, description: str = ""
+) -> None:
     """Poll `predicate` every 10 ms until it holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {description or predicate}"
+            )
         await asyncio.sleep(0.01)
 
 

@@ -33,9 +33,11 @@ async def test_drain_waits_for_inflight_generate(tiny_model):
         stubs(address) as client,
     ):
         running = asyncio.ensure_future(generate(client.decode, local("inflight-1")))
-        await wait_until(lambda: server.decode_engine.inflight == 1, what="the request to run")
+        await wait_until(
+            lambda: server.decode_engine.inflight == 1, description="the request to run"
+        )
         drain = asyncio.ensure_future(server.drain(timeout=30))
-        await wait_until(lambda: server.state.draining, what="the drain to start")
+        await wait_until(lambda: server.state.draining, description="the drain to start")
         still_draining = not drain.done()
         gate.gate.set()
         tokens, finish = await running
@@ -54,7 +56,9 @@ async def test_drain_times_out_with_stuck_request(tiny_model):
         stubs(address) as client,
     ):
         running = asyncio.ensure_future(generate(client.decode, local("stuck-1")))
-        await wait_until(lambda: server.decode_engine.inflight == 1, what="the request to run")
+        await wait_until(
+            lambda: server.decode_engine.inflight == 1, description="the request to run"
+        )
         drained = await server.drain(timeout=0.2)
         gate.gate.set()
         await running

@@ -83,7 +83,7 @@ async def worker_process(*extra: str):
         await wait_until(
             lambda: worker.grpc_address is not None or process.returncode is not None,
             timeout=180,
-            what="the worker to log its start",
+            description="the worker to log its start",
         )
         assert worker.grpc_address is not None, worker.log()
         yield worker

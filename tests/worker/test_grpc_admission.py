@@ -44,9 +44,9 @@ async def test_full_prefill_queue_is_resource_exhausted(tiny_model):
             return asyncio.ensure_future(client.prefill.Prefill(request, timeout=60))
 
         running = prefill("held-1")
-        await wait_until(lambda: engine.inflight == 1, what="the first prefill to run")
+        await wait_until(lambda: engine.inflight == 1, description="the first prefill to run")
         waiting = prefill("held-2")
-        await wait_until(lambda: engine.queue_depth == 1, what="the second prefill to queue")
+        await wait_until(lambda: engine.queue_depth == 1, description="the second prefill to queue")
         load = await client.worker.GetLoad(pb.GetLoadRequest(), timeout=10)
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -72,9 +72,9 @@ async def test_full_decode_queue_is_resource_exhausted(tiny_model):
     ):
         engine = server.decode_engine
         running = asyncio.ensure_future(generate(client.decode, local("held-1")))
-        await wait_until(lambda: engine.inflight == 1, what="the first request to run")
+        await wait_until(lambda: engine.inflight == 1, description="the first request to run")
         waiting = asyncio.ensure_future(generate(client.decode, local("held-2")))
-        await wait_until(lambda: engine.queue_depth == 1, what="the second request to queue")
+        await wait_until(lambda: engine.queue_depth == 1, description="the second request to queue")
         load = await client.worker.GetLoad(pb.GetLoadRequest(), timeout=10)
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -102,9 +102,9 @@ async def test_rejected_remote_kv_stays_claimable(tiny_model):
         )
         engine = server.decode_engine
         running = asyncio.ensure_future(generate(client.decode, local("held-1")))
-        await wait_until(lambda: engine.inflight == 1, what="the first request to run")
+        await wait_until(lambda: engine.inflight == 1, description="the first request to run")
         waiting = asyncio.ensure_future(generate(client.decode, local("held-2")))
-        await wait_until(lambda: engine.queue_depth == 1, what="the second request to queue")
+        await wait_until(lambda: engine.queue_depth == 1, description="the second request to queue")
 
         remote = pb.GenerateRequest(request_id="kept-1", max_tokens=3, remote_kv=True)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -131,10 +131,10 @@ async def test_cancelled_stream_frees_slot(tiny_model):
         # Hold the engine in its next step so the request cannot finish on its own.
         gate.gate.clear()
         call.cancel()
-        await wait_until(lambda: server.state.active_calls == 0, what="the call to end")
+        await wait_until(lambda: server.state.active_calls == 0, description="the call to end")
         gate.gate.set()
 
-        await wait_until(lambda: engine.inflight == 0, what="the cancelled request's slot")
+        await wait_until(lambda: engine.inflight == 0, description="the cancelled request's slot")
         tokens, finish = await generate(client.decode, local("after-1", max_tokens=2))
 
     assert len(first.token_ids) == 1

@@ -266,7 +266,7 @@ async def test_second_header_is_invalid_argument(decode, client, tiny_model):
 
 async def test_message_over_size_limit_is_resource_exhausted(decode, client, tiny_model):
     # gRPC itself rejects a message above grpc.max_receive_message_length with
-    # RESOURCE_EXHAUSTED before the service sees it.
+    # RESOURCE_EXHAUSTED before the service reads it.
     server, _ = decode
     payload = make_payload(tiny_model, "huge-1", tokens=100)
     oversized = chunk(0, bytes(MAX_MESSAGE_BYTES + 1))
@@ -275,7 +275,9 @@ async def test_message_over_size_limit_is_resource_exhausted(decode, client, tin
 
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in error.details()
-    await wait_until(lambda: server.store.used_bytes == 0, what="the reservation to be released")
+    await wait_until(
+        lambda: server.store.used_bytes == 0, description="the reservation to be released"
+    )
 
 
 async def test_store_over_budget_is_resource_exhausted(decode, client, tiny_model):
@@ -324,18 +326,22 @@ async def test_sender_cancel_frees_partial_entry(decode, tiny_model):
     async with stubs(address) as client:
         call = client.kv.Transfer(header_and_half())
         await wait_until(
-            lambda: server.store.used_bytes == len(data), what="the transfer's reservation"
+            lambda: server.store.used_bytes == len(data), description="the transfer's reservation"
         )
         await wait_until(
-            lambda: server.kv_service.receiving == 1, what="the transfer to be in progress"
+            lambda: server.kv_service.receiving == 1, description="the transfer to be in progress"
         )
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
 
-    await wait_until(lambda: server.store.used_bytes == 0, what="the partial entry to be freed")
+    await wait_until(
+        lambda: server.store.used_bytes == 0, description="the partial entry to be freed"
+    )
     assert server.store.entries == 0
-    await wait_until(lambda: broken_transfers(server) == before + 1, what="the failure count")
+    await wait_until(
+        lambda: broken_transfers(server) == before + 1, description="the failure count"
+    )
 
 
 # A sender process that sends the header and half the payload, then waits to be killed.
@@ -371,15 +377,19 @@ async def test_killed_sender_frees_partial_entry(decode, tiny_model):
         await wait_until(
             lambda: server.store.used_bytes == len(data),
             timeout=60,
-            what="the sender process to reserve its transfer",
+            description="the sender process to reserve its transfer",
         )
     finally:
         process.kill()
         await process.wait()
 
-    await wait_until(lambda: server.store.used_bytes == 0, what="the partial entry to be freed")
+    await wait_until(
+        lambda: server.store.used_bytes == 0, description="the partial entry to be freed"
+    )
     assert server.store.entries == 0
-    await wait_until(lambda: broken_transfers(server) == before + 1, what="the failure count")
+    await wait_until(
+        lambda: broken_transfers(server) == before + 1, description="the failure count"
+    )
 
 
 async def test_sender_to_closed_port_is_unreachable(tiny_model):
