@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 COMPLETIONS = "completions"
 CHAT = "chat"
+# Request storage key of the router-assigned request id, for log lines.
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 @dataclass
@@ -245,6 +247,16 @@ class Handlers:
         metrics = self.router.metrics
         try:
             response = await self._generate_or_raise(http_request, kind, arrived)
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The client went away; leaving the dispatcher's generator has
+            # cancelled the gRPC call, which frees the decode slot.
+            metrics.cancelled.inc()
+            logger.info(
+                "client disconnected request_id=%s endpoint=%s; generation cancelled",
+                http_request.get(REQUEST_ID_KEY, "-"),
+                kind,
+            )
+            raise
         except schema.RequestError as error:
             logger.info(
                 "request rejected endpoint=%s status=%d param=%s: %s",
@@ -275,6 +287,7 @@ class Handlers:
         request = schema.parse_request(model_class, body)
         # Tokenizing a long prompt takes milliseconds; keep it off the event loop.
         job, _ = await asyncio.to_thread(router.prepare, kind, request)
+        http_request[REQUEST_ID_KEY] = job.request_id
         router.metrics.prompt_tokens.inc(len(job.prompt_ids))
 
         events = router.dispatcher.generate(job)
@@ -382,14 +395,6 @@ class Handlers:
             # the openai client raises as an APIError.
             body = schema.error_body(f"generation failed: {error}", "server_error")
             await response.write(_sse(body))
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.router.metrics.cancelled.inc()
-            logger.info(
-                "client disconnected request_id=%s tokens_sent=%d; generation cancelled",
-                job.request_id,
-                stream.completion_tokens,
-            )
-            raise
         await response.write_eof()
         return response
 
