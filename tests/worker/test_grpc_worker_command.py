@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -53,3 +54,25 @@ def test_missing_model_folder_exits_2(tmp_path):
     )
     assert result.returncode == 2
     assert f"disagg worker: error: cannot load model '{missing}'" in result.stderr
+
+
+def test_grpc_port_in_use_exits_2(tiny_model_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_worker(
+            "decode",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(port),
+            "--metrics-port",
+            "0",
+        )
+    assert result.returncode == 2
+    assert f"cannot bind the gRPC server to 127.0.0.1:{port}" in result.stderr

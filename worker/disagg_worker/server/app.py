@@ -247,9 +247,19 @@ def create_server(
     metrics = metrics or m.WorkerMetrics(role)
     state = state or ReplicaState(role)
     server = WorkerServer(role, loaded, options, metrics, state)
-    port = server.grpc_server.add_insecure_port(address)
+    try:
+        port = server.grpc_server.add_insecure_port(address)
+    except RuntimeError as error:
+        port = 0
+        logger.error("binding the gRPC server failed address=%s: %s", address, error)
     if port == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}; is the port in use?")
+        for engine in (server.prefill_engine, server.decode_engine):
+            if engine is not None:
+                engine.close()
+        raise OSError(
+            f"cannot bind the gRPC server to {address}: the port is in use or the address "
+            "is not local; choose another --grpc-port or --host"
+        )
     server.port = port
     return server, port
 
