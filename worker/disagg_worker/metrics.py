@@ -48,6 +48,7 @@ FAILURE_ABORTED = "aborted"
 FAILURE_INCOMPLETE = "incomplete"
 FAILURE_UNREACHABLE = "unreachable"
 FAILURE_REJECTED = "rejected"
+FAILURE_INTERNAL = "internal"
 FAILURE_TIMEOUT = "timeout"
 FAILURE_DRAINING = "draining"
 

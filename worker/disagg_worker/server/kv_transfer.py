@@ -397,6 +397,10 @@ class KVTransferService:
                 request_id,
             )
             raise
+        except Exception:
+            self.metrics.kv_transfer_failures.labels(m.FAILURE_INTERNAL).inc()
+            logger.exception("KV transfer failed unexpectedly request_id=%s", request_id)
+            raise
         finally:
             self.receiving -= 1
             if reservation is not None:
