@@ -25,7 +25,7 @@ async def test_removed_replica_call_finishes(tiny_model):
             request_id="removed-1", max_tokens=5, ignore_eos=True, prompt=pb.TokenIds(ids=[1, 2, 3])
         )
         running = asyncio.ensure_future(generate(replica.decode, request))
-        await wait_until(lambda: server.decode_engine.inflight == 1, what="the request to run")
+        await wait_until(lambda: server.decode_engine.inflight == 1, 10.0)
 
         await pool.set_endpoints([])
         chosen_after_removal = pool.choose()
