@@ -7,8 +7,8 @@ an actuator in place of the Kubernetes API:
 
 1. ask the actuator for each pool's current replicas and the metrics
    targets of its ready replicas (each worker's /metrics on 127.0.0.1);
-2. scrape them with the operator's `PodScrapeSource`; a replica that does
-   not answer counts as missing data, so the policy never scales its pool
+2. scrape them with the operator's `PodScrapeSource`; a replica whose scrape
+   fails counts as missing data, so the policy never scales its pool
    down on that tick;
 3. when prefill may scale from 0, read the router's local-prefill fallbacks
    since the last tick;
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 class LocalActuator(Protocol):
-    """The local pools as the loop sees them; `disagg serve` implements it over processes."""
+    """Read and scale the local pools; `disagg serve` implements it over processes."""
 
     def current_replicas(self, role: str) -> int:
         """Return the replicas of `role` that the router may route to, ready or starting."""
@@ -141,7 +141,7 @@ class LocalAutoscaler:
         return fallbacks
 
     def _apply(self, decision: PoolDecision, now: float) -> PoolDecision:
-        """Scale one pool if the decision says so, print it, and record the history."""
+        """Scale one pool when the decision changes it, print the line, and record the history."""
         role = decision.role
         logger.debug("autoscaler decision: %s", decision.reason)
         if decision.scaled:

@@ -127,7 +127,7 @@ def test_idle_pool_scales_down_after_window():
 def test_missing_metrics_hold_printed_once():
     actuator = FakeActuator(prefill=2, decode=1)
     source = FakeSource()
-    # prefill[1] does not answer; the load seen would allow a scale-down.
+    # The scrape of prefill[1] fails, and the load of prefill[0] alone would allow a scale-down.
     source.load = {"prefill[0]": (0, 0), "decode[0]": (0, 0)}
     scaler, clock, lines = build(actuator, source, down_window=0.0)
 

@@ -3,9 +3,9 @@
 `LocalPool.scale_to` removes a replica from the endpoints file and then
 calls `retire_replica` in a background thread, which:
 
-1. waits until the router lists no more than the replicas the file lists
-   for that role (the router rereads the file every second and stops
-   choosing a replica it dropped; calls already running on it continue);
+1. waits until the router lists no more replicas of that role than the
+   file does. The router rereads the file every second and stops choosing
+   a replica it dropped, but calls already running on it continue;
 2. reads the replica's queue depth, in flight and pending KV transfers from
    its /metrics, for the log;
 3. sends SIGTERM: the worker stops admitting, finishes its in-flight

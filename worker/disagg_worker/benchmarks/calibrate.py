@@ -6,7 +6,7 @@ Steps:
    prefill tokens/s for one --prefill-tokens prompt, the decode step time
    at batch sizes 1 to 32 over a --kv-tokens cache, and the KV bytes per token.
 2. Start `disagg worker prefill --model M` --startup-repeats times, each a
-   fresh process, and time it from spawn until its /health/ready answers
+   fresh process, and time it from spawn until its /health/ready returns
    200: imports, model load and gRPC start, the replica start-up that
    `disagg serve` waits for. The median is recorded.
 3. Write the file in the format of `disagg_operator.simulate.calibration`.
