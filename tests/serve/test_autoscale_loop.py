@@ -221,7 +221,11 @@ def test_initial_replicas_clamped_to_min():
     ("argv", "message"),
     [
         (("--decode-min", "0"), "invalid --decode-min 0"),
-        (("--prefill-min", "3", "--prefill-max", "2"), "invalid --prefill-max 2"),
+        (("--prefill-min", "3", "--prefill-max", "2"), r"--prefill-max 2: .* \(--prefill-min\)"),
+        (
+            ("--prefill-replicas", "3", "--prefill-max", "2"),
+            r"--prefill-max 2: .* \(--prefill-replicas\)",
+        ),
         (("--decode-max", "2", "--aggregated-replicas", "1"), "--aggregated-replicas 1"),
         (("--decode-max", "2", "--target-queue-depth", "0"), "invalid --target-queue-depth"),
         (("--decode-max", "2", "--autoscale-interval", "0"), "invalid --autoscale-interval"),

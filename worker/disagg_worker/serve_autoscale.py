@@ -48,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pool's --*-replicas. Without them the pools keep --prefill-replicas and "
         "--decode-replicas.",
     )
-    group.add_argument("--prefill-min", type=_count, help="fewest prefill replicas, 0 allowed")
-    group.add_argument("--prefill-max", type=_count, help="most prefill replicas")
-    group.add_argument("--decode-min", type=_count, help="fewest decode replicas, at least 1")
-    group.add_argument("--decode-max", type=_count, help="most decode replicas")
+    group.add_argument("--prefill-min", type=_count, help="minimum prefill replicas, 0 allowed")
+    group.add_argument("--prefill-max", type=_count, help="maximum prefill replicas")
+    group.add_argument("--decode-min", type=_count, help="minimum decode replicas, at least 1")
+    group.add_argument("--decode-max", type=_count, help="maximum decode replicas")
     group.add_argument(
         "--target-queue-depth",
         type=float,
@@ -106,9 +106,9 @@ def pools_from_args(args: argparse.Namespace):
     configs = {}
     for role in (PREFILL, DECODE):
         initial = getattr(args, f"{role}_replicas")
-        low = getattr(args, f"{role}_min")
+        given_low = getattr(args, f"{role}_min")
         high = getattr(args, f"{role}_max")
-        low = initial if low is None else low
+        low = initial if given_low is None else given_low
         high = max(low, initial) if high is None else high
         if role == DECODE and low < 1:
             raise ValueError(
@@ -116,7 +116,11 @@ def pools_from_args(args: argparse.Namespace):
                 "needs at least 1 replica; use --decode-min 1 or more"
             )
         if high < low:
-            raise ValueError(f"invalid --{role}-max {high}: it is below --{role}-min {low}")
+            source = f"--{role}-min" if given_low is not None else f"--{role}-replicas"
+            raise ValueError(
+                f"invalid --{role}-max {high}: it is below the minimum {low} ({source}); "
+                f"raise --{role}-max or lower {source}"
+            )
         clamped = max(low, min(high, initial))
         if clamped != initial:
             logger.info(
