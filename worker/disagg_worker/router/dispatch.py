@@ -185,6 +185,17 @@ class Dispatcher:
                 continue
             finally:
                 replica.router_inflight -= 1
+            logger.info(
+                "remote prefill done request_id=%s prefill=%s decode=%s queue_s=%.3f "
+                "prefill_s=%.3f transfer_s=%.3f kv_bytes=%d",
+                job.request_id,
+                replica.address,
+                decode_address,
+                reply.queue_seconds,
+                reply.prefill_seconds,
+                reply.transfer_seconds,
+                reply.kv_bytes,
+            )
             return attempt_id, reply.first_token_id
         return router_metrics.REASON_PREFILL_FAILED
 
