@@ -11,11 +11,11 @@ to the drain timeout, then SIGKILL for what is left.
 How the router learns the replicas: serve writes an endpoints file
 (`{"prefill": [...], "decode": [...]}`, replaced atomically) that the
 router rereads every second (`disagg router --endpoints-file`). That is
-the actuator interface for scaling at runtime: `LocalPool.scale_to(n)`
+the actuator interface for scaling at runtime. `LocalPool.scale_to(n)`
 starts replicas, or retires the highest-indexed ones in the background
-(`disagg_worker.retire`): the file drops the replica, serve waits until the
-router lists it no more, and only then sends SIGTERM, on which the worker
-finishes its in-flight requests and KV transfers and exits.
+(`disagg_worker.retire`). The file drops such a replica first, and serve
+waits until the router lists it no more. Only then does serve send SIGTERM,
+on which the worker finishes its in-flight requests and KV transfers and exits.
 
 Every child runs in its own process group (so a terminal's Ctrl-C reaches
 only serve, which then stops them in order) and gets PR_SET_PDEATHSIG, so
@@ -337,7 +337,7 @@ class LocalPool:
             replica.process.supervise()
 
     def processes(self) -> list[ManagedProcess]:
-        """The processes of the serving and of the leaving replicas."""
+        """Return the processes of the serving and of the leaving replicas."""
         with self._lock:
             return [replica.process for replica in (*self.replicas, *self.leaving)]
 

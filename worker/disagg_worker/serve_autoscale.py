@@ -1,10 +1,10 @@
 """Autoscaling options of `disagg serve` and the actuator over its local pools.
 
 `add_arguments` adds the --prefill-min/--prefill-max/--decode-min/--decode-max
-group; `pools_from_args` turns them into the policy inputs (None when no
-bound is given, so the pools keep --prefill-replicas/--decode-replicas);
-`DeploymentActuator` lets `disagg_operator.local_autoscaler` read and scale
-a `LocalDeployment`.
+group, and `pools_from_args` turns them into the policy inputs. It returns
+None when no bound is given, so the pools keep --prefill-replicas and
+--decode-replicas. `DeploymentActuator` lets
+`disagg_operator.local_autoscaler` read and scale a `LocalDeployment`.
 """
 
 from __future__ import annotations
