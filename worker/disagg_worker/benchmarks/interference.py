@@ -18,6 +18,10 @@ worker on --threads-per-replica torch threads):
    prompt (max_tokens 1) every --long-every seconds.
 The figure of merit is each layout's p99 ITL with long prompts over
 without: a long prefill on a replica that also decodes stalls its streams.
+There are more short streams than replicas, so every aggregated replica is
+decoding when a long prompt arrives. With one stream per replica the
+router's least-loaded choice can put the long prompt on a replica that is
+momentarily idle between two short requests, and the stall goes unseen.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--short-streams",
         type=_positive_int,
-        default=2,
+        default=4,
         help="concurrent closed-loop streams of short requests (default: %(default)s)",
     )
     parser.add_argument(
@@ -97,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ttft-repeats",
         type=_positive_int,
-        default=5,
+        default=9,
         help="TTFT measurements per layout; the median is reported (default: %(default)s)",
     )
     parser.add_argument(
