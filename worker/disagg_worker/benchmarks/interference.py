@@ -15,7 +15,7 @@ worker on --threads-per-replica torch threads):
    --phase-seconds; inter-token latency (ITL) is the gap between streamed
    chunks as the client sees them.
 3. Long-prompt phase: the same streams plus one --long-prompt-tokens
-   prompt (max_tokens 1) every --long-every seconds.
+   prompt (max_tokens 1) every --long-every seconds, open loop.
 The figure of merit is each layout's p99 ITL with long prompts over
 without: a long prefill on a replica that also decodes stalls its streams.
 There are more short streams than replicas, so every aggregated replica is
@@ -200,19 +200,26 @@ async def _phase(url: str, model: str, args, with_long: bool) -> dict:
                     await asyncio.sleep(0.5)
                 itls.extend(result.itl_s)
 
+        async def long_prompt(index: int) -> None:
+            planned = PlannedRequest(
+                index, 0.0, _prompt(generator, args.long_prompt_tokens), 1, False
+            )
+            result = await send_one(client, model, planned, started)
+            if result.error:
+                errors.append(result.error)
+            elif result.ttft_s is not None:
+                long_ttfts.append(result.ttft_s)
+
         async def long_prompts() -> None:
+            # Open loop: one long prompt every --long-every seconds, whether or
+            # not the previous one finished, so stalls keep coming at that rate.
+            running = []
             index = 0
-            while time.perf_counter() + 1.0 < deadline:
+            while time.perf_counter() + args.long_every < deadline:
                 await asyncio.sleep(args.long_every)
-                planned = PlannedRequest(
-                    index, 0.0, _prompt(generator, args.long_prompt_tokens), 1, False
-                )
-                result = await send_one(client, model, planned, started)
+                running.append(asyncio.create_task(long_prompt(index)))
                 index += 1
-                if result.error:
-                    errors.append(result.error)
-                elif result.ttft_s is not None:
-                    long_ttfts.append(result.ttft_s)
+            await asyncio.gather(*running)
 
         tasks = [short_stream(index) for index in range(args.short_streams)]
         if with_long:
@@ -221,6 +228,7 @@ async def _phase(url: str, model: str, args, with_long: bool) -> dict:
     return {
         "itl_p50": statistics.median(itls) if itls else None,
         "itl_p99": _p99(itls),
+        "itl_max": max(itls) if itls else None,
         "itl_samples": len(itls),
         "long_prompts": len(long_ttfts),
         "errors": len(errors),
