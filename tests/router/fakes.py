@@ -24,6 +24,7 @@ class FakeWorker(
         self.reply_ids = reply_ids
         # Status code every Prefill / Generate call fails with; None serves normally.
         self.prefill_error: grpc.StatusCode | None = None
+        self.prefill_error_details = ""
         self.generate_error: grpc.StatusCode | None = None
         # Status code of Generate calls with remote_kv only.
         self.remote_kv_error: grpc.StatusCode | None = None
@@ -55,7 +56,8 @@ class FakeWorker(
     async def Prefill(self, request, context):
         self.prefill_calls.append(request)
         if self.prefill_error is not None:
-            await context.abort(self.prefill_error, f"scripted {self.prefill_error.name}")
+            details = self.prefill_error_details or f"scripted {self.prefill_error.name}"
+            await context.abort(self.prefill_error, details)
         return worker_pb2.PrefillResponse(first_token_id=self.reply_ids[0])
 
     async def Generate(self, request, context):

@@ -75,6 +75,20 @@ async def test_rejected_kv_transfer_falls_back_to_local(start_router, fake_worke
     assert len(prefill.prefill_calls) == 1
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
+async def test_failed_transfer_not_retried(start_router, fake_workers, code):
+    first, second = await fake_workers("prefill"), await fake_workers("prefill")
+    decode = await fake_workers("decode")
+    for prefill in (first, second):
+        prefill.prefill_error = code
+        prefill.prefill_error_details = "KV transfer request_id=x to 127.0.0.1:1 failed"
+    router = await start_router(prefill=[first, second], decode=[decode])
+    assert await text_of(router, completion()) == REPLY_TEXT
+    assert router.counter("disagg_local_prefill_total", reason="kv_transfer_failed") == 1
+    assert router.counter("disagg_prefill_retries_total") == 0
+    assert len(first.prefill_calls) + len(second.prefill_calls) == 1
+
+
 async def test_missing_remote_kv_continues_locally(start_router, fake_workers, reply_ids):
     prefill, decode = await fake_workers("prefill"), await fake_workers("decode")
     decode.remote_kv_error = grpc.StatusCode.NOT_FOUND

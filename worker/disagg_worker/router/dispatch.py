@@ -48,6 +48,10 @@ KV_TRANSFER_CODES = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
+# The prefill replica prefixes the details of a failed KV transfer with
+# this text, whatever the status code (UNAVAILABLE for an unreachable decode
+# replica, RESOURCE_EXHAUSTED for a full KV store, DEADLINE_EXCEEDED).
+KV_TRANSFER_DETAILS_PREFIX = "KV transfer"
 # Status codes after which a replica leaves the rotation until its next
 # good health poll.
 REPLICA_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -154,7 +158,8 @@ class Dispatcher:
                 reply = await replica.prefill.Prefill(request, timeout=deadline_s)
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                if code in KV_TRANSFER_CODES:
+                details = error.details() or ""
+                if code in KV_TRANSFER_CODES or details.startswith(KV_TRANSFER_DETAILS_PREFIX):
                     logger.warning(
                         "KV transfer failed request_id=%s prefill=%s decode=%s code=%s: %s; "
                         "falling back to local prefill",
