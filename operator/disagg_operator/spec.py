@@ -156,6 +156,9 @@ class RouterSpec:
     port: int = c.DEFAULT_ROUTER_PORT
     service_type: str = c.DEFAULT_SERVICE_TYPE
     resources: Resources = field(default_factory=Resources)
+    # The router gets these and no pool's env: a gated Hugging Face model
+    # needs HF_TOKEN here as well as in the pools.
+    env: tuple[EnvVar, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,7 @@ def parse_spec(raw: Any, path: str = "spec") -> DeploymentSpec:
             port=router.integer("port", c.DEFAULT_ROUTER_PORT),
             service_type=router.string("serviceType", c.DEFAULT_SERVICE_TYPE),
             resources=_parse_resources(router.raw.get("resources"), router.at("resources")),
+            env=tuple(_parse_env_var(item, p) for p, item in router.items("env")),
         ),
         kv_transfer=KVTransferSpec(
             port=kv.integer("port", c.DEFAULT_KV_TRANSFER_PORT),
@@ -537,7 +541,8 @@ def validate(spec: DeploymentSpec) -> list[SpecProblem]:
     1. ranges, enums and non-empty strings that the CRD schema declares,
     2. the CRD's cross-field CEL rules,
     3. image references,
-    4. per pool: GPU quantities, placement and tolerations, env,
+    4. per pool: GPU quantities, placement and tolerations, env; the router's
+       resources and env,
     5. the GPU budget against the replicas that must run.
     """
     problems: list[SpecProblem] = []
@@ -556,6 +561,7 @@ def validate(spec: DeploymentSpec) -> list[SpecProblem]:
         problems += _check_tolerations(pool.tolerations, f"{path}.tolerations")
         problems += _check_env(pool.env, f"{path}.env")
     problems += _check_resources(spec.router.resources, "spec.router.resources")
+    problems += _check_env(spec.router.env, "spec.router.env")
     problems += _check_gpu_budget(spec)
     return problems
 

@@ -101,6 +101,8 @@ def test_router_args_defaults():
         "8000",
         "--model",
         "smollm2",
+        "--served-model-name",
+        "SmolLM2-135M-Instruct",
         "--discover",
         "demo.models",
         "--discover-port",
@@ -120,6 +122,18 @@ ROUTER_ARG_CASES = [
         "--model",
         "org/model",
     ),
+    (
+        "served-model-name-chat",
+        {"model": {"name": "chat", "source": "org/model"}},
+        "--served-model-name",
+        "chat",
+    ),
+    (
+        "revision-v1",
+        {"model": {"name": "m", "source": "org/model", "revision": "v1"}},
+        "--revision",
+        "v1",
+    ),
     ("discover-port-50052", {"kvTransfer": {"port": 50052}}, "--discover-port", "50052"),
     (
         "min-remote-prefill-0",
@@ -138,6 +152,10 @@ ROUTER_ARG_CASES = [
 )
 def test_router_arg_follows_spec(overrides, name, value):
     assert flag(container(make_body(**overrides), "router")["args"], name) == value
+
+
+def test_router_without_revision_has_no_flag():
+    assert "--revision" not in container(make_body(), "router")["args"]
 
 
 def test_router_discovers_own_namespace():
@@ -234,6 +252,21 @@ def test_spec_env_appended_and_overrides_builtin():
     assert env[-2:] == extra
 
 
+def test_router_env_from_router_spec_only():
+    token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    body = make_body(router={"env": [token]}, decode={"env": [{"name": "POOL_ONLY", "value": "1"}]})
+    env = container(body, "router")["env"]
+    names = [e["name"] for e in env]
+    assert env[-1] == token
+    assert "POOL_ONLY" not in names
+
+
+def test_router_env_overrides_builtin():
+    body = make_body(router={"env": [{"name": "HF_HOME", "value": "/models"}]})
+    env = [e for e in container(body, "router")["env"] if e["name"] == "HF_HOME"]
+    assert env == [{"name": "HF_HOME", "value": "/models"}]
+
+
 def test_image_and_pull_policy_per_pool():
     body = make_body(imagePullPolicy="Always", prefill={"image": "disagg-worker:0.2.0"})
     assert container(body, "prefill")["image"] == "disagg-worker:0.2.0"
@@ -286,6 +319,9 @@ def test_router_args_parse_to_spec_values():
     from disagg_worker.cli import build_parser
 
     parsed = build_parser().parse_args(container(make_body(**FULL_SPEC), "router")["args"])
+    assert parsed.model == "org/model"
+    assert parsed.served_model_name == "m"
+    assert parsed.revision == "v1"
     assert parsed.discover == "demo.models"
     assert parsed.discover_port == 50052
     assert parsed.kv_timeout == 5

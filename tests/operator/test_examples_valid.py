@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from crd_support import EXAMPLE_PATHS, cel_violations, schema_errors
@@ -9,6 +11,7 @@ from disagg_operator import constants as c
 from disagg_operator.builders import build_children
 from disagg_operator.spec import load
 
+KIND_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kind" / "kind-config.yaml"
 EXAMPLES = {path.name: yaml.safe_load(path.read_text()) for path in EXAMPLE_PATHS}
 
 
@@ -39,14 +42,30 @@ def test_example_passes_spec_validate(name):
     assert [str(problem) for problem in problems] == []
 
 
-def test_cpu_example_has_no_gpu_placement():
+def cpu_example_pods():
     body = {**EXAMPLES["cpu-kind.yaml"]}
     body["metadata"] = {**body["metadata"], "uid": "example-uid"}
-    for child in build_children(body):
-        if child["kind"] == "Deployment":
-            pod = child["spec"]["template"]["spec"]
-            assert "nodeSelector" not in pod
-            assert "tolerations" not in pod
+    return {
+        child["metadata"]["labels"][c.LABEL_ROLE]: child["spec"]["template"]["spec"]
+        for child in build_children(body)
+        if child["kind"] == "Deployment"
+    }
+
+
+def test_cpu_example_has_no_gpu_tolerations():
+    assert [role for role, pod in cpu_example_pods().items() if "tolerations" in pod] == []
+
+
+def test_cpu_example_pins_pools_to_kind_nodes():
+    kind_config = yaml.safe_load(KIND_CONFIG.read_text())
+    node_labels = [node["labels"] for node in kind_config["nodes"] if node["role"] == "worker"]
+    pods = cpu_example_pods()
+    selectors = [pods[role].get("nodeSelector") for role in (c.ROLE_PREFILL, c.ROLE_DECODE)]
+    assert selectors == node_labels
+
+
+def test_cpu_example_router_not_pinned():
+    assert "nodeSelector" not in cpu_example_pods()[c.ROLE_ROUTER]
 
 
 def test_gpu_example_places_pools_on_their_products():

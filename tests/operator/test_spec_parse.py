@@ -66,6 +66,7 @@ def test_parse_round_trip_through_to_dict():
     body = make_body(
         prefill={"tolerations": [{"key": "dedicated", "operator": "Exists"}], "minReplicas": 0},
         decode={"env": [{"name": "A", "value": "1"}]},
+        router={"env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf"}}}]},
         imagePullSecrets=[{"name": "registry"}],
         autoscaling={"maxTotalGPUs": 4, "tolerance": 0.2},
     )
@@ -134,6 +135,12 @@ ERROR_CASES = [
         "required",
     ),
     (
+        "router-env-without-name",
+        spec_with(router={"env": [{"value": "1"}]}),
+        "spec.router.env[0].name",
+        "required",
+    ),
+    (
         "secret-without-name",
         spec_with(imagePullSecrets=[{}]),
         "spec.imagePullSecrets[0].name",
@@ -172,3 +179,8 @@ def test_load_valid_body_returns_spec():
     assert problems == []
     assert spec is not None
     assert spec.model.source == "smollm2"
+
+
+def test_parse_router_env():
+    (variable,) = parse(router={"env": [{"name": "HF_TOKEN", "value": "t"}]}).router.env
+    assert (variable.name, variable.value) == ("HF_TOKEN", "t")

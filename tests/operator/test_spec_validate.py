@@ -206,6 +206,12 @@ PROBLEM_CASES = [
         "duplicate",
     ),
     (
+        "router-env-duplicate-name",
+        {"router": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+        "spec.router.env[1].name",
+        "duplicate",
+    ),
+    (
         "env-value-and-value-from",
         {
             "decode": {

@@ -71,3 +71,33 @@ def test_served_model_name_listed():
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
+
+
+def test_revision_of_local_folder_exits_2(tiny_model_dir, capsys):
+    from disagg_worker.cli import main
+
+    args = ["--model", str(tiny_model_dir), "--revision", "main"]
+    assert main(["router", *args, "--decode-endpoints", "127.0.0.1:1"]) == 2
+    assert "revisions apply to Hugging Face model ids only" in capsys.readouterr().err
+
+
+def test_revision_reaches_tokenizer_and_config_load(tiny_model_dir, monkeypatch):
+    import transformers
+    from disagg_worker.router.served_model import load_served_model
+
+    # The hub id resolves to the local tiny model, so nothing is downloaded.
+    hub_id = "example-org/tiny-llama"
+    revisions = []
+    for auto_class in (transformers.AutoTokenizer, transformers.AutoConfig):
+        original = auto_class.from_pretrained
+
+        def from_local(source, *args, _original=original, _name=auto_class.__name__, **kwargs):
+            if source == hub_id:
+                revisions.append((_name, kwargs.pop("revision", None)))
+                source = tiny_model_dir
+            return _original(source, *args, **kwargs)
+
+        monkeypatch.setattr(auto_class, "from_pretrained", from_local)
+    served = load_served_model(hub_id, revision="v1.0")
+    assert revisions == [("AutoTokenizer", "v1.0"), ("AutoConfig", "v1.0")]
+    assert served.name == "tiny-llama"

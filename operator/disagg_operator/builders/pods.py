@@ -59,16 +59,21 @@ def router_args(spec: DeploymentSpec, owner: Owner) -> list[str]:
 
     `--discover NAME.NAMESPACE` makes the router resolve the headless
     Services NAME-prefill.NAMESPACE.svc and NAME-decode.NAMESPACE.svc, and
-    `--discover-port` is the workers' gRPC port.
+    `--discover-port` is the workers' gRPC port. The router loads the
+    tokenizer at the workers' revision and answers to spec.model.name.
     """
-    # NOTE: `disagg router` takes no --revision or --served-model-name, so
-    # spec.model.revision and spec.model.name reach only the workers.
-    return [
+    args = [
         "router",
         "--port",
         str(spec.router.port),
         "--model",
         spec.model.source,
+        "--served-model-name",
+        spec.model.name,
+    ]
+    if spec.model.revision is not None:
+        args += ["--revision", spec.model.revision]
+    args += [
         "--discover",
         f"{owner.name}.{owner.namespace}",
         "--discover-port",
@@ -78,6 +83,7 @@ def router_args(spec: DeploymentSpec, owner: Owner) -> list[str]:
         "--kv-timeout",
         str(spec.kv_transfer.timeout_seconds),
     ]
+    return args
 
 
 def worker_pod_template(spec: DeploymentSpec, owner: Owner, role: str) -> dict[str, Any]:
@@ -129,7 +135,7 @@ def router_pod_template(spec: DeploymentSpec, owner: Owner) -> dict[str, Any]:
         "command": ["disagg"],
         "args": router_args(spec, owner),
         "ports": [{"name": c.PORT_NAME_HTTP, "containerPort": spec.router.port, "protocol": "TCP"}],
-        "env": _env(()),
+        "env": _env(spec.router.env),
         "resources": spec.router.resources.to_manifest(),
         # /health returns 503 while no decode replica is ready, which is a
         # reason to take the router out of its Service, not to restart it. So

@@ -42,6 +42,11 @@ def register(subparsers) -> None:
         "model's own name (default: the model's own name)",
     )
     parser.add_argument(
+        "--revision",
+        help="revision of a Hugging Face model id (branch, tag or commit) whose tokenizer and "
+        "config the router loads; pass the workers' --revision",
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help="model cache folder (default: $DISAGG_CACHE_DIR or ~/.cache/disagg)",
@@ -191,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     discovery = build_discovery(args)
     try:
-        served = load_served_model(args.model, args.cache_dir)
+        served = load_served_model(args.model, args.cache_dir, revision=args.revision)
     except ModelLoadError as error:
         raise CommandError(str(error)) from error
 

@@ -14,8 +14,13 @@ class ServedModel:
     eos_token_ids: frozenset[int]
 
 
-def load_served_model(model: str, cache_dir: str | None = None) -> ServedModel:
+def load_served_model(
+    model: str, cache_dir: str | None = None, *, revision: str | None = None
+) -> ServedModel:
     """Load the tokenizer and config of `model` (a source as `disagg worker --model` takes).
+
+    `revision` (branch, tag or commit) applies to Hugging Face model ids
+    only, as in `disagg_worker.model.load_model`.
 
     Raises disagg_worker.model.ModelLoadError with a one-line message.
     """
@@ -27,9 +32,11 @@ def load_served_model(model: str, cache_dir: str | None = None) -> ServedModel:
     # it is the one place that maps a model source to a folder and a served
     # name, and the router must agree with the workers on both.
     path, name = model_loading._resolve_source(model, cache_dir)
-    tokenizer = model_loading.load_tokenizer(model, cache_dir=cache_dir)
+    # load_tokenizer rejects a revision of a local folder before any download.
+    tokenizer = model_loading.load_tokenizer(model, cache_dir=cache_dir, revision=revision)
+    hub_options = {"revision": revision} if revision is not None else {}
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **hub_options)
     except (OSError, ValueError) as error:
         raise model_loading.ModelLoadError(
             f"cannot read the config of model {model!r} from {path}: {error}"
