@@ -70,8 +70,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--slo-itl",
         type=_positive_float,
-        default=0.5,
-        help="objective for a request's mean inter-token latency in seconds (default: %(default)s)",
+        default=0.3,
+        help=(
+            "objective for a request's mean inter-token latency in seconds, the same default "
+            "as disagg simulate (default: %(default)s)"
+        ),
     )
     parser.add_argument("--report", type=Path, help="write the JSON report to this file")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency and queue depth")

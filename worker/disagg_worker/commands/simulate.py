@@ -45,13 +45,19 @@ def register(subparsers) -> None:
         "--time-scale",
         type=float,
         default=1.0,
-        help="multiply arrival times by this factor; below 1 raises the request rate (default 1)",
+        help=(
+            "divide the gaps between arrivals by this factor, as disagg replay does; "
+            "above 1 raises the request rate (default 1)"
+        ),
     )
     parser.add_argument(
         "--token-scale",
         type=float,
         default=1.0,
-        help="multiply prompt and output token counts by this factor, at least 1 (default 1)",
+        help=(
+            "multiply prompt and output token counts by this factor, above 0; "
+            "scaled counts are at least 1 token (default 1)"
+        ),
     )
     parser.add_argument("--max-requests", type=int, help="replay only the first N requests")
 
@@ -72,13 +78,19 @@ def register(subparsers) -> None:
         help="scale-up stabilization window, s (default 0)",
     )
     parser.add_argument(
-        "--max-step", type=int, default=4, help="max replicas added or removed per decision"
+        "--max-step",
+        type=int,
+        default=4,
+        help="max replicas added or removed per decision (default 4)",
     )
     parser.add_argument(
         "--tolerance", type=float, default=0.1, help="no change within 1 ± this ratio (default 0.1)"
     )
     parser.add_argument(
-        "--target-queue-depth", type=float, default=4.0, help="targetQueueDepth per replica"
+        "--target-queue-depth",
+        type=float,
+        default=4.0,
+        help="targetQueueDepth per replica (default 4)",
     )
     parser.add_argument(
         "--decode-in-flight-fraction",
@@ -97,7 +109,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--policies",
         default="builtin,static_peak,static_mean,utilisation",
-        help="comma-separated policies to run (default all four)",
+        help=(
+            "comma-separated policies to run, from builtin, static_peak, static_mean and "
+            "utilisation (default all four)"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--plot", type=Path, help="PNG of queue depth and replicas (builtin)")
@@ -107,10 +122,11 @@ def register(subparsers) -> None:
 def scale_trace(
     requests: list[TraceRequest], time_scale: float, token_scale: float
 ) -> list[TraceRequest]:
-    """Return the requests with arrival times and token counts scaled, counts at least 1."""
+    """Return the requests with arrival gaps divided by `time_scale` and token counts
+    multiplied by `token_scale`, counts at least 1."""
     return [
         TraceRequest(
-            r.arrival_s * time_scale,
+            r.arrival_s / time_scale,
             max(1, round(r.prompt_tokens * token_scale)),
             max(1, round(r.output_tokens * token_scale)),
         )
