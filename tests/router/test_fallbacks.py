@@ -132,3 +132,17 @@ async def test_no_ready_decode_is_503(start_router, fake_workers):
         body = await response.json()
     assert response.status == 503
     assert body["error"]["code"] == "no_replica"
+
+
+async def test_failed_only_prefill_falls_back_without_retry(start_router, fake_workers, caplog):
+    prefill, decode = await fake_workers("prefill"), await fake_workers("decode")
+    prefill.prefill_error = grpc.StatusCode.INTERNAL
+    router = await start_router(prefill=[prefill], decode=[decode])
+
+    with caplog.at_level("WARNING", logger="disagg_worker.router.dispatch"):
+        assert await text_of(router, completion()) == REPLY_TEXT
+
+    assert router.counter("disagg_prefill_retries_total") == 0
+    assert router.counter("disagg_local_prefill_total", reason="prefill_failed") == 1
+    assert "no other prefill replica; falling back to local prefill" in caplog.text
+    assert "retrying" not in caplog.text

@@ -139,8 +139,9 @@ class Dispatcher:
         """Run Prefill with one retry; return (attempt id, first token) or a fallback reason."""
         tried: list[str] = []
         deadline_s = self.config.prefill_timeout_s + self.config.kv_timeout_s
+        next_replica = self.prefill_pool.choose()
         for attempt in range(2):
-            replica = self.prefill_pool.choose(exclude=tried)
+            replica = next_replica
             if replica is None:
                 break
             tried.append(replica.address)
@@ -172,11 +173,14 @@ class Dispatcher:
                     return router_metrics.REASON_KV_TRANSFER_FAILED
                 if code in REPLICA_DOWN_CODES:
                     replica.mark_failed(f"Prefill {code.name}")
-                next_step = (
-                    "retrying on another prefill replica"
-                    if attempt == 0
-                    else ("falling back to local prefill")
-                )
+                # The one retry goes to another ready replica, when there is one.
+                next_replica = self.prefill_pool.choose(exclude=tried) if attempt == 0 else None
+                if next_replica is not None:
+                    next_step = "retrying on another prefill replica"
+                elif attempt == 0:
+                    next_step = "no other prefill replica; falling back to local prefill"
+                else:
+                    next_step = "falling back to local prefill"
                 logger.warning(
                     "prefill failed request_id=%s prefill=%s code=%s: %s; %s",
                     job.request_id,
@@ -185,7 +189,7 @@ class Dispatcher:
                     error.details(),
                     next_step,
                 )
-                if attempt == 0:
+                if next_replica is not None:
                     self.metrics.prefill_retries.inc()
                 continue
             finally:
