@@ -79,6 +79,8 @@ class PoolConfig:
     # Running requests per replica counted as one replica of load; None ignores in flight.
     target_in_flight: float | None = None
     gpus_per_replica: int = 1
+    # This pool's scale-down window; None means the settings' window.
+    scale_down_stabilization_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -105,6 +107,11 @@ class PoolConfig:
             raise ValueError(
                 f"invalid {self.role} GPUs per replica {self.gpus_per_replica}: must be 0 or more"
             )
+        window = self.scale_down_stabilization_seconds
+        if window is not None and window < 0:
+            raise ValueError(
+                f"invalid {self.role} scaleDownStabilizationSeconds {window}: must be 0 or more"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,10 @@ class AutoscalingSettings:
     max_total_gpus: int | None = None
     # None means STALE_INTERVALS * interval_seconds.
     metrics_max_age_seconds: float | None = None
+    # Average the load of the decisions within this many seconds; 0 uses the latest only.
+    load_window_seconds: float = 0.0
+    # Max replicas removed per decision; None means max_step_replicas.
+    max_scale_down_step_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0:
@@ -129,12 +140,25 @@ class AutoscalingSettings:
             raise ValueError(f"invalid tolerance {self.tolerance}: must be in [0, 1)")
         if self.max_total_gpus is not None and self.max_total_gpus < 0:
             raise ValueError(f"invalid maxTotalGPUs {self.max_total_gpus}: must be 0 or more")
+        if self.load_window_seconds < 0:
+            raise ValueError(
+                f"invalid loadWindowSeconds {self.load_window_seconds}: must be 0 or more"
+            )
+        down_step = self.max_scale_down_step_replicas
+        if down_step is not None and down_step < 1:
+            raise ValueError(f"invalid maxScaleDownStepReplicas {down_step}: must be 1 or more")
 
     @property
     def max_metrics_age(self) -> float:
         if self.metrics_max_age_seconds is not None:
             return self.metrics_max_age_seconds
         return STALE_INTERVALS * self.interval_seconds
+
+    @property
+    def scale_down_step(self) -> int:
+        if self.max_scale_down_step_replicas is not None:
+            return self.max_scale_down_step_replicas
+        return self.max_step_replicas
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,8 @@ class Recommendation:
 
     time: float
     replicas: int
+    # The load in replicas observed at `time`, before averaging; None when not known.
+    load: float | None = None
 
 
 @dataclass(frozen=True)
@@ -224,12 +250,15 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
         if seen is None or observation.time > seen.time:
             latest[observation.replica] = observation
     fresh = [o for o in latest.values() if now - o.time <= settings.max_metrics_age]
-    load = sum(_replica_load(o, config) for o in fresh)
+    observed_load = sum(_replica_load(o, config) for o in fresh)
+    load, averaged = _window_load(now, observed_load, pool.history, settings)
     queue = sum(o.queue_depth for o in fresh)
     in_flight = sum(o.in_flight for o in fresh)
     observed = (
         f"queue depth {queue}, in flight {in_flight} on {len(fresh)} of {ready} ready replicas"
     )
+    if averaged > 1:
+        observed += f", load {observed_load:.2f} averaged over {averaged} decisions"
     targets = f"target {config.target_queue_depth:g}"
     if config.target_in_flight is not None:
         targets += f", in flight target {config.target_in_flight:g}"
@@ -256,7 +285,7 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
         )
 
     # 5. Stabilization windows, then the step bound.
-    recommendation = Recommendation(now, raw)
+    recommendation = Recommendation(now, raw, observed_load)
     window = (*pool.history.recommendations, recommendation)
     if raw > current:
         since = now - settings.scale_up_stabilization_seconds
@@ -264,14 +293,14 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
     elif raw < current:
         # The replicas set at the last scale time count as recommended then,
         # so a pool is not shrunk right after it was created or scaled.
-        since = now - settings.scale_down_stabilization_seconds
+        since = now - _scale_down_window(config, settings)
         last = pool.history.last_scale_time
         if last is not None:
             window = (*window, Recommendation(last, current))
         stabilized = min(max(r.replicas for r in window if r.time >= since), current)
     else:
         stabilized = current
-    step = settings.max_step_replicas
+    step = settings.max_step_replicas if stabilized > current else settings.scale_down_step
     desired = max(current - step, min(current + step, stabilized))
 
     reason = f"{observed}, {targets}: {reason_core}"
@@ -287,11 +316,24 @@ def decide_pool(now: float, pool: PoolState, settings: AutoscalingSettings) -> P
 
 
 def record_decision(
-    history: PoolHistory, decision: PoolDecision, now: float, settings: AutoscalingSettings
+    history: PoolHistory,
+    decision: PoolDecision,
+    now: float,
+    settings: AutoscalingSettings,
+    config: PoolConfig | None = None,
 ) -> PoolHistory:
-    """Return the history after `decision` was applied at `now`, pruned to the longest window."""
+    """Return the history after `decision` was applied at `now`, pruned to the longest window.
+
+    Pass the pool's `config` when it sets its own scale-down window.
+    """
+    down = settings.scale_down_stabilization_seconds
+    if config is not None:
+        down = _scale_down_window(config, settings)
     keep_since = now - max(
-        settings.scale_up_stabilization_seconds, settings.scale_down_stabilization_seconds
+        settings.scale_up_stabilization_seconds,
+        settings.scale_down_stabilization_seconds,
+        down,
+        settings.load_window_seconds,
     )
     recommendations = tuple(r for r in history.recommendations if r.time >= keep_since)
     if decision.recommendation is not None:
@@ -305,6 +347,32 @@ def _replica_load(observation: Observation, config: PoolConfig) -> float:
     if config.target_in_flight is not None:
         load += observation.in_flight / config.target_in_flight
     return load
+
+
+def _window_load(
+    now: float, observed: float, history: PoolHistory, settings: AutoscalingSettings
+) -> tuple[float, int]:
+    """Return the load to decide on and how many decisions it averages.
+
+    The mean load of the decisions within the load window, now included, but
+    never below the observed load: a rise scales up at once, a fall is followed
+    only as far as the mean falls.
+    """
+    if settings.load_window_seconds <= 0:
+        return observed, 1
+    since = now - settings.load_window_seconds
+    loads = [r.load for r in history.recommendations if r.load is not None and r.time > since]
+    loads.append(observed)
+    mean = sum(loads) / len(loads)
+    if observed >= mean:
+        return observed, 1
+    return mean, len(loads)
+
+
+def _scale_down_window(config: PoolConfig, settings: AutoscalingSettings) -> float:
+    if config.scale_down_stabilization_seconds is not None:
+        return config.scale_down_stabilization_seconds
+    return settings.scale_down_stabilization_seconds
 
 
 def _clamp(replicas: int, config: PoolConfig) -> int:

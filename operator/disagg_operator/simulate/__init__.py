@@ -36,6 +36,9 @@ class SimulatedDeployment:
     # of the largest batch whose step meets the ITL objective.
     decode_in_flight_fraction: float = 0.75
     min_remote_prefill_tokens: int = 64
+    # Per-pool scale-down windows; None uses the settings' window.
+    prefill_scale_down_stabilization_seconds: float | None = None
+    decode_scale_down_stabilization_seconds: float | None = None
 
     def pools(self, calibration: Calibration, objectives: Objectives) -> dict[str, PoolConfig]:
         """Return both pool configs; decode's targetInFlight follows from the ITL objective."""
@@ -47,6 +50,7 @@ class SimulatedDeployment:
                 max_replicas=self.max_replicas,
                 target_queue_depth=self.target_queue_depth,
                 target_in_flight=1,
+                scale_down_stabilization_seconds=self.prefill_scale_down_stabilization_seconds,
             ),
             DECODE: PoolConfig(
                 DECODE,
@@ -54,6 +58,7 @@ class SimulatedDeployment:
                 max_replicas=self.max_replicas,
                 target_queue_depth=self.target_queue_depth,
                 target_in_flight=max(1.0, batch * self.decode_in_flight_fraction),
+                scale_down_stabilization_seconds=self.decode_scale_down_stabilization_seconds,
             ),
         }
 

@@ -66,7 +66,9 @@ class BuiltinScaler:
         desired = {}
         for role in (PREFILL, DECODE):
             decision = decisions.for_role(role)
-            self.history[role] = record_decision(self.history[role], decision, now, self.settings)
+            self.history[role] = record_decision(
+                self.history[role], decision, now, self.settings, self.pools[role]
+            )
             if decision.scaled:
                 self.reasons.append((now, decision.reason))
             desired[role] = decision.desired_replicas

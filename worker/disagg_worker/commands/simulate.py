@@ -72,6 +72,27 @@ def register(subparsers) -> None:
         help="scale-down stabilization window, s (default 300)",
     )
     parser.add_argument(
+        "--prefill-scale-down-stabilization",
+        type=float,
+        help="prefill's own scale-down window, s (default --scale-down-stabilization)",
+    )
+    parser.add_argument(
+        "--decode-scale-down-stabilization",
+        type=float,
+        help="decode's own scale-down window, s (default --scale-down-stabilization)",
+    )
+    parser.add_argument(
+        "--load-window",
+        type=float,
+        default=0.0,
+        help="scale down on the mean load of the decisions in this window, s (default 0)",
+    )
+    parser.add_argument(
+        "--max-scale-down-step",
+        type=int,
+        help="max replicas removed per decision (default --max-step)",
+    )
+    parser.add_argument(
         "--scale-up-stabilization",
         type=float,
         default=0.0,
@@ -168,12 +189,16 @@ def run(args: argparse.Namespace) -> int:
             scale_down_stabilization_seconds=args.scale_down_stabilization,
             max_step_replicas=args.max_step,
             tolerance=args.tolerance,
+            load_window_seconds=args.load_window,
+            max_scale_down_step_replicas=args.max_scale_down_step,
         )
         deployment = SimulatedDeployment(
             settings=settings,
             target_queue_depth=args.target_queue_depth,
             prefill_min_replicas=args.prefill_min_replicas,
             decode_in_flight_fraction=args.decode_in_flight_fraction,
+            prefill_scale_down_stabilization_seconds=args.prefill_scale_down_stabilization,
+            decode_scale_down_stabilization_seconds=args.decode_scale_down_stabilization,
         )
         objectives = Objectives(ttft_seconds=args.slo_ttft, itl_seconds=args.slo_itl)
         # Builds the pool configs once so invalid pool fields fail before any run.
