@@ -123,3 +123,20 @@ async def test_models_lists_served_model(router):
         body = await response.json()
     assert response.status == 200
     assert [model["id"] for model in body["data"]] == ["SmolLM2-135M-Instruct"]
+
+
+async def test_unknown_route_is_json_404(router):
+    async with router.get("/v1/nowhere") as response:
+        status, error = await error_of(response)
+    assert status == 404
+    assert "/v1/nowhere" in error["message"]
+    assert error["type"] == "not_found_error"
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+async def test_wrong_method_is_json_405(router):
+    async with router.get("/v1/completions") as response:
+        status, error = await error_of(response)
+    assert status == 405
+    assert "use POST" in error["message"]
+    assert response.headers["Allow"] == "POST"

@@ -447,8 +447,29 @@ class _TextStream:
         raise GenerationFailed("the token stream ended without a finish reason")
 
 
+# OpenAI error types for the HTTP errors aiohttp raises before a handler runs.
+_HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
+
+
+@web.middleware
+async def openai_http_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Answer aiohttp's own HTTP errors (unknown route, wrong method) with OpenAI's body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = f"{error.reason}: {request.method} {request.path}"
+        if isinstance(error, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(error.allowed_methods))
+            message += f"; use {allowed}"
+        error_type = _HTTP_ERROR_TYPES.get(error.status, "invalid_request_error")
+        headers = {key: value for key, value in error.headers.items() if key == "Allow"}
+        return _json_response(schema.error_body(message, error_type), error.status, headers)
+
+
 def create_app(router: Router) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[openai_http_errors])
     handlers = Handlers(router)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/completions", handlers.completions)
