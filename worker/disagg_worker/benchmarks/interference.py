@@ -119,8 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot",
         type=Path,
-        default=Path("docs/img/interference.png"),
-        help="PNG of the figures (default: %(default)s)",
+        help="write a PNG of the figures to this file (default: no plot)",
     )
 
 
@@ -352,8 +351,9 @@ def run(args: argparse.Namespace) -> int:
     result["settings"] = {
         key: value for key, value in vars(args).items() if key not in ("func", "plot")
     }
-    _plot(args.plot, result)
-    result["plot"] = str(args.plot)
+    if args.plot is not None:
+        _plot(args.plot, result)
+        result["plot"] = str(args.plot)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

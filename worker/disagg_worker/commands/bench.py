@@ -1,6 +1,6 @@
-"""`disagg bench SUBCOMMAND`: measurements recorded in docs/benchmarks.md.
+"""`disagg bench BENCHMARK`: measurements recorded in docs/benchmarks.md.
 
-Each subcommand is a module in `disagg_worker.benchmarks` with HELP,
+Each BENCHMARK is a module in `disagg_worker.benchmarks` with HELP,
 `add_arguments(parser)` and `run(args) -> int`; adding one is one line in
 BENCHMARKS.
 """
