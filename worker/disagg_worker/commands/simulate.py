@@ -171,6 +171,15 @@ def run(args: argparse.Namespace) -> int:
     for name in (*names, "--decode-in-flight-fraction", "--target-queue-depth"):
         _check_positive(name, getattr(args, name[2:].replace("-", "_")))
     _check_positive("--max-requests", args.max_requests)
+    _check_positive("--max-scale-down-step", args.max_scale_down_step)
+    for name in (
+        "--load-window",
+        "--prefill-scale-down-stabilization",
+        "--decode-scale-down-stabilization",
+    ):
+        value = getattr(args, name[2:].replace("-", "_"))
+        if value is not None and value < 0:
+            raise CommandError(f"invalid {name} {value:g}: must be 0 or more seconds")
     policies = tuple(name.strip() for name in args.policies.split(",") if name.strip())
     unknown = [name for name in policies if name not in POLICY_NAMES]
     if unknown or not policies:
