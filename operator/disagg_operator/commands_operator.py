@@ -1,10 +1,11 @@
 """`disagg operator`: run the Kubernetes operator (kopf) for DisaggregatedDeployments.
 
 Credentials come the standard way: the in-cluster service account, else
-KUBECONFIG (or ~/.kube/config). With peering on, replicas of the operator
-write keep-alives into a KopfPeering (namespaced) or ClusterKopfPeering
-(cluster-wide) object, which must exist. The live replica with the highest
-priority serves, and the others stand by until its keep-alive expires.
+KUBECONFIG (or ~/.kube/config); without either the command exits at once.
+With peering on, replicas of the operator write keep-alives into a
+KopfPeering (namespaced) or ClusterKopfPeering (cluster-wide) object, which
+must exist. The live replica with the highest priority serves, and the
+others stand by until its keep-alive expires.
 """
 
 from __future__ import annotations
@@ -127,9 +128,15 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from .handlers import HandlerOptions, build_registry
+    from .kube import CredentialsError, Kube
 
     check_args(args)
     endpoint = liveness_endpoint(args)
+    # Checked before kopf starts: kopf would retry a failed startup forever.
+    try:
+        kube = Kube.from_environment()
+    except CredentialsError as error:
+        raise CommandError(str(error)) from error
     kopf.configure(
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="object" if args.log_format == "json" else None,
@@ -155,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         peering_name=None if args.standalone else args.peering,
         priority=priority,
         liveness_endpoint=endpoint,
+        # The startup handler uses this client instead of loading another.
+        memo=kopf.Memo(kube=kube),
     )
     logger.info("operator stopped")
     return 0

@@ -27,12 +27,15 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 import urllib3.exceptions
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from . import constants
 
 logger = logging.getLogger(__name__)
 
+# The kubeconfig that kubectl and the client read when KUBECONFIG is unset.
+DEFAULT_KUBECONFIG = "~/.kube/config"
 # Seconds one API request may take (connect and read) before it fails.
 REQUEST_TIMEOUT_SECONDS = 30.0
 
@@ -121,24 +124,53 @@ def _api_error(verb: str, target: str, error: ApiException) -> ApiError:
     return ApiError(verb, target, status, reason, message)
 
 
+class CredentialsError(Exception):
+    """Neither the in-cluster service account nor a kubeconfig gives credentials."""
+
+
 def load_api_client() -> kubernetes.client.ApiClient:
     """Build an API client from the in-cluster service account, else from KUBECONFIG.
 
     This is the order that kopf's default login handler uses, so the operator's
-    own requests and kopf's watches use the same credentials.
+    own requests and kopf's watches use the same credentials. It reads files
+    only and sends nothing to a server. Raises CredentialsError with a
+    one-line message naming both sources and the fix when neither works.
     """
     configuration = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
         logger.info("loaded in-cluster credentials of the service account")
-    except kubernetes.config.ConfigException:
-        # The client reads KUBECONFIG when it is imported, so read it again here.
-        config_file = os.environ.get("KUBECONFIG", kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION)
+        return kubernetes.client.ApiClient(configuration)
+    except kubernetes.config.ConfigException as error:
+        in_cluster_error = error
+    # The client reads KUBECONFIG when it is imported, so read it again here.
+    config_file = os.environ.get("KUBECONFIG") or os.path.expanduser(DEFAULT_KUBECONFIG)
+    try:
         kubernetes.config.load_kube_config(
             config_file=config_file, client_configuration=configuration
         )
-        logger.info("loaded credentials from the kubeconfig host=%s", configuration.host)
+    except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
+        source = "KUBECONFIG" if os.environ.get("KUBECONFIG") else "the default kubeconfig"
+        raise CredentialsError(
+            "missing Kubernetes credentials: the in-cluster service account is unavailable "
+            f"({_one_line(in_cluster_error)}) and {source} {config_file} is not usable "
+            f"({_kubeconfig_problem(config_file, error)}); set KUBECONFIG to a kubeconfig "
+            "with a current context (kind: `kind export kubeconfig --name disagg`), or "
+            "run the operator in a pod with a service account"
+        ) from error
+    logger.info("loaded credentials from the kubeconfig host=%s", configuration.host)
     return kubernetes.client.ApiClient(configuration)
+
+
+def _kubeconfig_problem(config_file: str, error: Exception) -> str:
+    paths = [path for path in config_file.split(os.pathsep) if path]
+    if not any(os.path.exists(os.path.expanduser(path)) for path in paths):
+        return "file not found"
+    return _one_line(error)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class Kube:

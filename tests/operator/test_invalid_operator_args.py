@@ -5,7 +5,23 @@ from __future__ import annotations
 import kopf
 import pytest
 from disagg_operator.commands_operator import check_args
+from disagg_operator.kube import Kube
 from disagg_worker.cli import CommandError, build_parser, main
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch):
+    """A kubeconfig for a server that is never contacted; the command only reads the file."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        "clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:6443\n"
+        "contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n"
+        "users:\n- name: test\n  user: {}\n"
+    )
+    for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(config))
 
 
 def run_with(monkeypatch, argv: list[str]) -> dict:
@@ -43,7 +59,7 @@ def test_empty_namespace_is_rejected():
         check_args(build_parser().parse_args(["operator", "-n", " "]))
 
 
-def test_namespaces_map_to_kopf(monkeypatch):
+def test_namespaces_map_to_kopf(monkeypatch, kubeconfig):
     kwargs = run_with(monkeypatch, ["-n", "a", "-n", "b", "--standalone"])
 
     assert kwargs["namespaces"] == ["a", "b"]
@@ -52,7 +68,7 @@ def test_namespaces_map_to_kopf(monkeypatch):
     assert kwargs["peering_name"] is None
 
 
-def test_peering_gets_random_priority(monkeypatch):
+def test_peering_gets_random_priority(monkeypatch, kubeconfig):
     kwargs = run_with(monkeypatch, ["-A", "--liveness-port", "8080"])
 
     assert kwargs["clusterwide"] is True
@@ -61,7 +77,7 @@ def test_peering_gets_random_priority(monkeypatch):
     assert kwargs["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
 
 
-def test_explicit_priority_and_liveness_url(monkeypatch):
+def test_explicit_priority_and_liveness_url(monkeypatch, kubeconfig):
     kwargs = run_with(
         monkeypatch,
         ["-A", "--peering", "ops", "--priority", "7", "--liveness", "http://0.0.0.0:9/healthz"],
@@ -70,3 +86,8 @@ def test_explicit_priority_and_liveness_url(monkeypatch):
     assert kwargs["peering_name"] == "ops"
     assert kwargs["priority"] == 7
     assert kwargs["liveness_endpoint"] == "http://0.0.0.0:9/healthz"
+
+
+def test_kopf_gets_the_checked_client(monkeypatch, kubeconfig):
+    kwargs = run_with(monkeypatch, ["-A", "--standalone"])
+    assert isinstance(kwargs["memo"].kube, Kube)
