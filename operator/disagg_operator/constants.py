@@ -98,6 +98,8 @@ REASON_SCALE_FAILED: Final = "ScaleFailed"
 REASON_ROLLING_OUT: Final = "RollingOut"
 REASON_PODS_READY: Final = "PodsReady"
 REASON_PODS_NOT_READY: Final = "PodsNotReady"
+# Degraded=False: no failure is known (a rollout may still be in progress).
+REASON_AS_EXPECTED: Final = "AsExpected"
 REASON_GPU_BUDGET_EXCEEDED: Final = "GPUBudgetExceeded"
 
 EVENT_NORMAL: Final = "Normal"

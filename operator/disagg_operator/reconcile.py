@@ -74,6 +74,23 @@ def _role(obj: Mapping[str, Any]) -> str | None:
     return (_meta(obj).get("labels") or {}).get(c.LABEL_ROLE)
 
 
+def _deployments_by_role(
+    children: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> dict[str | None, Mapping[str, Any]]:
+    return {_role(obj): obj for (kind, _), obj in children.items() if kind == kube.DEPLOYMENTS.kind}
+
+
+def _router_service_port(
+    children: Mapping[tuple[str, str], Mapping[str, Any]], name: str
+) -> int | None:
+    """Return the HTTP port of the router Service among `children`, None when it is absent."""
+    service = children.get((kube.SERVICES.kind, c.router_name(name)))
+    for port in ((service or {}).get("spec") or {}).get("ports") or ():
+        if port.get("name") == c.PORT_NAME_HTTP and port.get("port") is not None:
+            return int(port["port"])
+    return None
+
+
 def _child_selector(name: str) -> dict[str, str]:
     return {c.LABEL_DEPLOYMENT: name, c.LABEL_MANAGED_BY: c.MANAGER_NAME}
 
@@ -257,10 +274,12 @@ class _Run:
 
     async def write_status(
         self,
-        deployments: Mapping[str, Mapping[str, Any] | None],
+        children: Mapping[tuple[str, str], Mapping[str, Any]],
         conditions: list[status.Condition],
-        router_port: int | None,
     ) -> None:
+        """Write the status of `children` (live or just applied), keyed by (kind, name)."""
+        deployments = _deployments_by_role(children)
+        router_port = _router_service_port(children, self.name)
         wanted = status.compute(self.body, deployments, conditions, router_port=router_port)
         patch = status.merge_patch(self.body.get("status"), wanted)
         if patch is None:
@@ -278,18 +297,12 @@ class _Run:
         self,
         problems: list[spec_module.SpecProblem],
         live: dict[tuple[str, str], dict[str, Any]],
-        router_port: int | None,
     ) -> None:
         message = "; ".join(str(problem) for problem in problems)
         self.outcome.problems = list(problems)
         previous = status.condition(self.body.get("status"), c.CONDITION_AVAILABLE) or {}
         self.log.warning("invalid spec, children left untouched: %s", message)
-        deployments = {
-            _role(obj): obj for (kind, _), obj in live.items() if kind == kube.DEPLOYMENTS.kind
-        }
-        await self.write_status(
-            deployments, status.conditions_for_invalid_spec(message), router_port
-        )
+        await self.write_status(live, status.conditions_for_invalid_spec(message))
         # One event per distinct problem, not one per resync.
         if previous.get("reason") != c.REASON_INVALID_SPEC or previous.get("message") != message:
             await self.event(c.EVENT_WARNING, c.REASON_INVALID_SPEC, message)
@@ -298,17 +311,13 @@ class _Run:
         self,
         error: Exception,
         live: dict[tuple[str, str], dict[str, Any]],
-        router_port: int | None,
     ) -> None:
         """Record a failed reconcile as Degraded=True and a Warning event, best effort."""
         message = str(error)
         previous = status.condition(self.body.get("status"), c.CONDITION_DEGRADED) or {}
-        deployments = {
-            _role(obj): obj for (kind, _), obj in live.items() if kind == kube.DEPLOYMENTS.kind
-        }
-        conditions = status.conditions_for_children(deployments, error=message)
+        conditions = status.conditions_for_children(_deployments_by_role(live), error=message)
         try:
-            await self.write_status(deployments, conditions, router_port)
+            await self.write_status(live, conditions)
         except kube.ApiError as status_error:
             self.log.warning("failed to record the reconcile error in status: %s", status_error)
         if previous.get("reason") != c.REASON_RECONCILE_ERROR or previous.get("message") != message:
@@ -333,25 +342,22 @@ async def reconcile_once(
     """
     run = _Run(api, body, log)
     parsed, problems = spec_module.load(body)
-    router_port = parsed.router.port if parsed is not None else None
 
     live: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         live = await run.list_children()
         if problems or parsed is None:
-            await run.report_invalid(problems, live, router_port)
+            await run.report_invalid(problems, live)
             return run.outcome
 
-        live_deployments = {
-            _role(obj): obj for (kind, _), obj in live.items() if kind == kube.DEPLOYMENTS.kind
-        }
+        live_deployments = _deployments_by_role(live)
         overrides = replica_overrides(parsed, body.get("status"), live_deployments)
         from .builders import build_children
 
         desired = build_children(body, replicas=overrides)
         conflicts = await run.find_conflicts(desired, live)
         if conflicts:
-            await run.report_invalid(conflicts, live, router_port)
+            await run.report_invalid(conflicts, live)
             return run.outcome
 
         if parsed.autoscaling.mode != c.AUTOSCALING_OFF:
@@ -369,20 +375,17 @@ async def reconcile_once(
         await run.prune(desired, live)
     except kube.ApiError as error:
         log.warning("reconcile failed: %s", error)
-        await run.report_error(error, live, router_port)
+        await run.report_error(error, live)
         raise _retry_error(error) from error
     except ChildConflictError as error:
         # A conflicting object appeared between the lookup and the create.
         log.warning("reconcile failed: %s", error)
-        await run.report_error(error, live, router_port)
+        await run.report_error(error, live)
         raise kopf.TemporaryError(str(error), delay=RETRY_DELAY_SECONDS) from error
 
-    deployments = {
-        _role(obj): obj for (kind, _), obj in applied.items() if kind == kube.DEPLOYMENTS.kind
-    }
     try:
         await run.write_status(
-            deployments, status.conditions_for_children(deployments), router_port
+            applied, status.conditions_for_children(_deployments_by_role(applied))
         )
     except kube.ApiError as error:
         log.warning("failed to write status: %s", error)

@@ -107,16 +107,19 @@ def conditions_for_children(
     ready = {role: _counts(deployments.get(role))[2] for role in c.ROLES}
     desired = {role: _counts(deployments.get(role))[0] for role in c.ROLES}
 
+    rolling = {role: why for role in c.ROLES if (why := _rolling_out(role, deployments.get(role)))}
     missing = [role for role in (c.ROLE_ROUTER, c.ROLE_DECODE) if ready[role] < 1]
     if missing:
-        available = Condition(
-            c.CONDITION_AVAILABLE,
-            c.CONDITION_FALSE,
-            c.REASON_PODS_NOT_READY,
+        message = (
             "no ready replica in the "
             + " and ".join(missing)
             + " pool"
-            + ("s" if len(missing) > 1 else ""),
+            + ("s" if len(missing) > 1 else "")
+        )
+        if all(role in rolling for role in missing):
+            message += " yet; their pods are starting"
+        available = Condition(
+            c.CONDITION_AVAILABLE, c.CONDITION_FALSE, c.REASON_PODS_NOT_READY, message
         )
     else:
         available = Condition(
@@ -127,10 +130,12 @@ def conditions_for_children(
             f"{ready[c.ROLE_DECODE]})",
         )
 
-    rolling = [why for role in c.ROLES if (why := _rolling_out(role, deployments.get(role)))]
     if rolling:
         progressing = Condition(
-            c.CONDITION_PROGRESSING, c.CONDITION_TRUE, c.REASON_ROLLING_OUT, "; ".join(rolling)
+            c.CONDITION_PROGRESSING,
+            c.CONDITION_TRUE,
+            c.REASON_ROLLING_OUT,
+            "; ".join(rolling.values()),
         )
     else:
         progressing = Condition(
@@ -155,9 +160,19 @@ def conditions_for_children(
         degraded = Condition(
             c.CONDITION_DEGRADED, c.CONDITION_TRUE, c.REASON_PODS_NOT_READY, "; ".join(problems)
         )
+    elif rolling:
+        degraded = Condition(
+            c.CONDITION_DEGRADED,
+            c.CONDITION_FALSE,
+            c.REASON_AS_EXPECTED,
+            "no failure so far; the rollout is in progress (see Progressing)",
+        )
     else:
         degraded = Condition(
-            c.CONDITION_DEGRADED, c.CONDITION_FALSE, c.REASON_PODS_READY, "no pool is degraded"
+            c.CONDITION_DEGRADED,
+            c.CONDITION_FALSE,
+            c.REASON_AS_EXPECTED,
+            "no failure; every pool has its desired replicas ready",
         )
     return [available, progressing, degraded]
 
@@ -186,8 +201,9 @@ def compute(
 ) -> dict[str, Any]:
     """Return the status fields the operator owns, keeping unchanged transition times.
 
-    `router_port` is None when the spec could not be parsed; the endpoint is
-    then left as it is.
+    `router_port` is the port of the existing router Service. It is None when
+    there is no router Service, for example because an invalid spec created no
+    children. The endpoint is then None, so a merge patch removes it.
     """
     meta = body.get("metadata") or {}
     live = body.get("status") or {}
@@ -223,8 +239,11 @@ def compute(
         status["observedGeneration"] = generation
     for role in c.ROLES:
         status[role] = pool_status(role, deployments.get(role))
-    if router_port is not None:
-        status["endpoint"] = endpoint(meta.get("name", ""), meta.get("namespace", ""), router_port)
+    status["endpoint"] = (
+        endpoint(meta.get("name", ""), meta.get("namespace", ""), router_port)
+        if router_port is not None
+        else None
+    )
     return status
 
 

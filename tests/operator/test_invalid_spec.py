@@ -129,3 +129,24 @@ async def test_foreign_object_with_child_name_is_a_conflict(cluster, operator):
     assert "metadata.name" in condition["message"]
     assert live(cluster, DEPLOYMENTS, f"{NAME}-prefill") is None
     assert live(cluster, DEPLOYMENTS, f"{NAME}-decode")["spec"] == {"replicas": 1}
+
+
+async def test_invalid_spec_reports_no_endpoint(cluster, operator):
+    await apply(cluster, custom_resource(invalid_spec()))
+    await eventually(lambda: available(cluster))
+
+    assert "endpoint" not in live(cluster, CR_RESOURCE, NAME)["status"]
+
+
+async def test_invalid_update_keeps_live_endpoint(cluster, operator):
+    await apply(cluster, custom_resource())
+    await wait_converged(cluster)
+
+    await patch_spec(cluster, {"decode": {"minReplicas": 9}})
+
+    def invalid() -> None:
+        assert available(cluster)["reason"] == c.REASON_INVALID_SPEC
+
+    await eventually(invalid)
+    endpoint = live(cluster, CR_RESOURCE, NAME)["status"]["endpoint"]
+    assert endpoint == f"http://{NAME}-router.{NAMESPACE}.svc:8000"

@@ -153,3 +153,57 @@ def test_merge_patch_keeps_autoscaler_fields():
     patch = status.merge_patch(live, {"decode": {"readyReplicas": 2}})
 
     assert patch == {"decode": {"readyReplicas": 2}}
+
+
+STARTING = {"prefill": deployment(1, 0), "decode": deployment(2, 0), "router": deployment(1, 0)}
+
+
+def test_starting_is_not_degraded():
+    degraded = by_type(status.conditions_for_children(STARTING))[c.CONDITION_DEGRADED]
+
+    assert (degraded.status, degraded.reason) == (c.CONDITION_FALSE, c.REASON_AS_EXPECTED)
+
+
+def test_starting_degraded_message_names_rollout():
+    degraded = by_type(status.conditions_for_children(STARTING))[c.CONDITION_DEGRADED]
+
+    assert degraded.message == "no failure so far; the rollout is in progress (see Progressing)"
+
+
+def test_starting_unavailable_says_pods_starting():
+    available = by_type(status.conditions_for_children(STARTING))[c.CONDITION_AVAILABLE]
+
+    assert available.reason == c.REASON_PODS_NOT_READY
+    assert available.message.endswith("router and decode pools yet; their pods are starting")
+
+
+def test_starting_is_progressing():
+    progressing = by_type(status.conditions_for_children(STARTING))[c.CONDITION_PROGRESSING]
+
+    assert (progressing.status, progressing.reason) == (c.CONDITION_TRUE, c.REASON_ROLLING_OUT)
+
+
+def test_settled_degraded_reason_as_expected():
+    found = by_type(
+        status.conditions_for_children(
+            {"prefill": deployment(1, 1), "decode": deployment(2, 2), "router": deployment(1, 1)}
+        )
+    )
+
+    assert found[c.CONDITION_DEGRADED].reason == c.REASON_AS_EXPECTED
+
+
+def test_no_router_service_means_no_endpoint():
+    computed = status.compute(BODY, {}, [], router_port=None, now="2026-01-01T00:00:00Z")
+
+    assert computed["endpoint"] is None
+
+
+def test_endpoint_removed_when_router_service_gone():
+    live = {"endpoint": "http://demo-router.ns1.svc:8000"}
+
+    assert status.merge_patch(live, {"endpoint": None}) == {"endpoint": None}
+
+
+def test_absent_endpoint_not_patched():
+    assert status.merge_patch({}, {"endpoint": None}) is None

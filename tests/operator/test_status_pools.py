@@ -44,6 +44,15 @@ async def test_new_resource_is_not_available(cluster, operator):
     assert available["reason"] == c.REASON_PODS_NOT_READY
 
 
+async def test_starting_resource_not_degraded(cluster, operator):
+    await apply(cluster, custom_resource())
+    await wait_converged(cluster)
+
+    degraded = conditions(cluster)[c.CONDITION_DEGRADED]
+    assert (degraded["status"], degraded["reason"]) == (c.CONDITION_FALSE, c.REASON_AS_EXPECTED)
+    assert "rollout is in progress" in degraded["message"]
+
+
 async def test_ready_children_update_pool_status(cluster, operator):
     await apply(cluster, custom_resource())
     await wait_converged(cluster)
