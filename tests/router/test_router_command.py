@@ -81,7 +81,7 @@ def test_revision_of_local_folder_exits_2(tiny_model_dir, capsys):
     assert "revisions apply to Hugging Face model ids only" in capsys.readouterr().err
 
 
-def test_revision_reaches_tokenizer_and_config_load(tiny_model_dir, monkeypatch):
+def test_revision_reaches_tokenizer_and_config(tiny_model_dir, monkeypatch):
     import transformers
     from disagg_worker.router.served_model import load_served_model
 
