@@ -106,7 +106,7 @@ demo: install
 	$(BIN)/disagg serve --port 0 >$(DEMO_OUT)/serve.out 2>$(DEMO_OUT)/serve.log & serve=$$!; \
 	trap 'kill -TERM $$serve 2>/dev/null; wait $$serve 2>/dev/null; echo "demo: stopped disagg serve (log: $(DEMO_OUT)/serve.log)"' EXIT; \
 	echo "demo: starting disagg serve (1 prefill + 1 decode replica, log: $(DEMO_OUT)/serve.log)"; \
-	until grep -q "ready at" $(DEMO_OUT)/serve.out; do \
+	until grep -qs "ready at" $(DEMO_OUT)/serve.out; do \
 		kill -0 $$serve 2>/dev/null || { tail -20 $(DEMO_OUT)/serve.log; exit 1; }; sleep 1; \
 	done; \
 	url=$$(sed -n 's/.*ready at \(http[^ ]*\).*/\1/p' $(DEMO_OUT)/serve.out); \

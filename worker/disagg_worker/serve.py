@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -81,6 +82,22 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def http_json(url: str, timeout_s: float = 1.0) -> dict | None:
+    """Return the JSON object at `url`, whatever the status, or None when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        body = error.read()
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def disagg_command() -> list[str]:
@@ -445,7 +462,27 @@ class LocalDeployment:
                 names = ", ".join(process.name for process in pending)
                 raise StartupError(f"not healthy after {timeout_s:.0f} s: {names}")
             time.sleep(0.5)
+        # A healthy worker enters the router's rotation on the router's next
+        # poll of it; until then a long prompt would be prefilled locally.
+        while not self.router_sees_all():
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"the router did not list every replica as ready after {timeout_s:.0f} s"
+                )
+            time.sleep(0.2)
         logger.info("deployment ready url=%s", self.url)
+
+    def router_sees_all(self) -> bool:
+        """True when the router's /health counts every listed replica as ready."""
+        if self.router is None:
+            return True
+        health = http_json(f"{self.url}/health")
+        if health is None:
+            return False
+        endpoints = self.endpoints()
+        return health.get("prefill_ready", 0) >= len(endpoints.prefill) and health.get(
+            "decode_ready", 0
+        ) >= len(endpoints.decode)
 
     def supervise_once(self) -> None:
         if self.router is not None:
