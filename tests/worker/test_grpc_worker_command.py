@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -54,6 +55,20 @@ def test_missing_model_folder_exits_2(tmp_path):
     )
     assert result.returncode == 2
     assert f"disagg worker: error: cannot load model '{missing}'" in result.stderr
+    # The model is checked before the metrics endpoint starts.
+    assert "metrics endpoint" not in result.stderr
+
+
+def test_error_line_carries_replica_prefix(tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run(
+        [sys.executable, "-m", "disagg_worker", "worker", "decode", "--model", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DISAGG_LOG_PREFIX": "decode[0]"},
+    )
+    assert result.stderr.startswith("[decode[0]] disagg worker: error: cannot load model")
 
 
 def test_grpc_port_in_use_exits_2(tiny_model_dir):

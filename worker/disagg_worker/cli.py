@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from disagg_worker import __version__
+from disagg_worker.logs import PREFIX_ENV
 
 # Subcommand modules in help order; each exposes `register(subparsers)`.
 COMMAND_MODULES = (
@@ -27,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="disagg",
         description="Disaggregated LLM serving: prefill and decode pools on Kubernetes or locally.",
     )
+    parser.add_argument("--version", action="version", version=f"disagg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -39,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CommandError as error:
-        print(f"disagg {args.command}: error: {error}", file=sys.stderr)
+        # Under `disagg serve` the line names the replica, as its log lines do.
+        prefix = os.environ.get(PREFIX_ENV)
+        replica = f"[{prefix}] " if prefix else ""
+        print(f"{replica}disagg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

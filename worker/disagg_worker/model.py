@@ -221,6 +221,16 @@ def model_fingerprint(
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def check_model_source(model: str) -> None:
+    """Raise ModelLoadError for a source that names a missing or unusable local folder.
+
+    Runs without loading or converting anything; Hugging Face ids are checked
+    only when loaded.
+    """
+    if model != SMOLLM2_SOURCE:
+        _resolve_source(model, cache_dir=None)
+
+
 def _resolve_source(model: str, cache_dir: str | os.PathLike[str] | None) -> tuple[Path | str, str]:
     """Return (path or hub id to load from, served name) for a model source."""
     if not model or not str(model).strip():

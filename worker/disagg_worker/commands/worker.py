@@ -127,8 +127,15 @@ def register(subparsers) -> None:
         default=30.0,
         help="seconds SIGTERM waits for in-flight requests before exiting (default: 30)",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="log lines as plain text or one JSON object a line (default: plain)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -137,10 +144,15 @@ def run(args: argparse.Namespace) -> int:
 
     from disagg_worker.cli import CommandError
     from disagg_worker.logs import configure_logging
-    from disagg_worker.model import ModelLoadError
+    from disagg_worker.model import ModelLoadError, check_model_source
     from disagg_worker.server.app import WorkerOptions, serve
 
     configure_logging(args.log_level, args.log_format)
+    try:
+        # A bad local path fails here, before the metrics endpoint starts.
+        check_model_source(args.model)
+    except ModelLoadError as error:
+        raise CommandError(str(error)) from error
     try:
         options = WorkerOptions(
             max_queue=args.max_queue,
