@@ -71,6 +71,8 @@ class Replica:
         # Requests this router has running on the replica right now.
         self.router_inflight = 0
         self.closed = False
+        # False until the first health poll has finished.
+        self.polled = False
 
     @property
     def reported_load(self) -> int:
@@ -120,7 +122,17 @@ class Replica:
             elif load.draining:
                 reason = "draining"
             self.ready = not reason
-        if was_ready and not self.ready:
+        first_poll = not self.polled
+        self.polled = True
+        if first_poll and not self.ready:
+            logger.warning(
+                "replica not ready at its first health check role=%s address=%s reason=%s; "
+                "it joins the rotation once it answers",
+                self.role,
+                self.address,
+                reason,
+            )
+        elif was_ready and not self.ready:
             logger.warning(
                 "replica left rotation role=%s address=%s reason=%s",
                 self.role,

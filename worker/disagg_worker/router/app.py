@@ -258,8 +258,17 @@ class Handlers:
             )
             raise
         except schema.RequestError as error:
-            logger.info(
-                "request rejected endpoint=%s status=%d param=%s: %s",
+            # The one log line of a request that ends in an error status.
+            if error.status >= 500:
+                level, outcome = logging.ERROR, "failed"
+            else:
+                level = logging.WARNING if error.status == 429 else logging.INFO
+                outcome = "rejected"
+            logger.log(
+                level,
+                "request %s request_id=%s endpoint=%s status=%d param=%s: %s",
+                outcome,
+                http_request.get(REQUEST_ID_KEY, "-"),
                 kind,
                 error.status,
                 error.param,
@@ -298,7 +307,6 @@ class Handlers:
                 first = await anext(events)
             except Overloaded as error:
                 router.metrics.rejected.inc()
-                logger.warning("request rejected request_id=%s: %s", job.request_id, error)
                 raise schema.RequestError(
                     f"every replica is at capacity ({error}); retry after "
                     f"{router.settings.retry_after_s} s",
@@ -308,7 +316,6 @@ class Handlers:
                     headers={"Retry-After": str(router.settings.retry_after_s)},
                 ) from error
             except NoReplica as error:
-                logger.error("request failed request_id=%s: %s", job.request_id, error)
                 raise schema.RequestError(
                     f"no replica can serve the request: {error}",
                     status=503,
