@@ -407,7 +407,8 @@ def _decide_without_ready_replicas(
         return PoolDecision(role, 0, 0, reason, recommendation)
     desired = min(raw, settings.max_step_replicas)
     if fallbacks > 0:
-        reason = f"{role} 0→{desired}: {fallbacks} local-prefill fallbacks with no prefill replica"
+        noun = "fallback" if fallbacks == 1 else "fallbacks"
+        reason = f"{role} 0→{desired}: {fallbacks} local-prefill {noun} with no prefill replica"
     else:
         reason = f"{role} 0→{desired}: minReplicas {config.min_replicas}"
     return PoolDecision(role, 0, desired, reason, recommendation)

@@ -164,6 +164,12 @@ CASES = [
         "5 local-prefill fallbacks",
     ),
     Case(
+        "prefill at 0 with 1 fallback min 0 → 1",
+        PoolState(prefill_config(min_replicas=0), 0, 0, local_prefill_fallbacks=1),
+        1,
+        "1 local-prefill fallback with",
+    ),
+    Case(
         "prefill at 0 without fallbacks min 0 → 0",
         PoolState(prefill_config(min_replicas=0), 0, 0),
         0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from disagg_worker.text import counted
 from disagg_worker.traces import TraceRequest
 
 from disagg_operator.policy import DECODE, PREFILL, AutoscalingSettings, PoolConfig
@@ -83,7 +84,7 @@ def compare_policies(
     results = {}
     for name in policies:
         if progress is not None:
-            progress(f"{name}: simulating {len(requests)} requests")
+            progress(f"{name}: simulating {counted(len(requests), 'request')}")
         results[name] = simulate(
             requests,
             calibration,

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from disagg_worker.text import counted
+
 logger = logging.getLogger(__name__)
 
 # Requests in the built-in synthetic workload when neither --max-requests
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         source = str(args.trace)
         if trace.skipped:
             print(
-                f"disagg replay: skipped {trace.skipped} malformed rows of {args.trace} "
+                f"disagg replay: skipped {counted(trace.skipped, 'malformed row')} of {args.trace} "
                 f"(first on line {trace.first_skipped_line})"
             )
     else:
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
     summary = report.summarize(results, wall_s, args.slo_ttft, args.slo_itl)
-    print(f"trace: {source}; {len(planned)} requests to {args.url} (model {model})")
+    print(f"trace: {source}; {counted(len(planned), 'request')} to {args.url} (model {model})")
     print(report.format_table(summary))
     meta = {
         "url": args.url,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from disagg_worker.cli import CommandError
+from disagg_worker.text import counted
 from disagg_worker.traces import FORMATS, TraceError, TraceRequest, read_trace
 
 DEFAULT_CALIBRATION = Path("bench/calibration.json")
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     if trace.skipped:
         print(
-            f"skipped {trace.skipped} malformed rows of {args.trace}, "
+            f"skipped {counted(trace.skipped, 'malformed row')} of {args.trace}, "
             f"first on line {trace.first_skipped_line}",
             file=sys.stderr,
         )
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         title = (
-            f"builtin policy: {args.trace.name}, {len(requests)} requests, token scale "
+            f"builtin policy: {args.trace.name}, {counted(len(requests), 'request')}, token scale "
             f"{args.token_scale:g}, time scale {args.time_scale:g}, "
             f"SLO TTFT {args.slo_ttft:g} s, ITL {args.slo_itl:g} s\n"
             f"calibration {args.calibration.name}: {calibration.source}"
@@ -248,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=2))
     else:
         print(
-            f"{len(requests)} requests, SLO TTFT {args.slo_ttft:g} s, ITL {args.slo_itl:g} s, "
+            f"{counted(len(requests), 'request')}, SLO TTFT {args.slo_ttft:g} s, "
+            f"ITL {args.slo_itl:g} s, "
             f"calibration {args.calibration}"
         )
         print(format_table(summaries))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from disagg_worker.replay.runner import QueueSample, RequestResult
+from disagg_worker.text import counted
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -93,7 +94,7 @@ def format_table(summary: dict) -> str:
         lines.append("errors: none")
     if summary.get("short_outputs"):
         lines.append(
-            f"short outputs: {summary['short_outputs']} requests got fewer tokens than "
+            f"short outputs: {counted(summary['short_outputs'], 'request')} got fewer tokens than "
             "max_tokens (the server may ignore ignore_eos)"
         )
     return "\n".join(lines)
