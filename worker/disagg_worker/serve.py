@@ -306,6 +306,12 @@ class LocalPool:
                 started.append(replica)
             if started:
                 self._on_change()
+                logger.info(
+                    "scaling up pool=%s to=%d starting=%s",
+                    self.role,
+                    count,
+                    [replica.name for replica in started],
+                )
             if len(self.replicas) <= count:
                 return
             self.replicas.sort(key=lambda replica: replica.index)

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale-up-stabilization",
         type=_seconds,
         default=0.0,
-        help="seconds of recommendations a scale-up takes the lowest of (default: %(default)s)",
+        help="seconds over which a scale-up takes the lowest recommendation; 0 scales up at "
+        "once (default: %(default)s)",
     )
     group.add_argument(
         "--scale-down-stabilization",

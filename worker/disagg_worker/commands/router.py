@@ -114,7 +114,12 @@ def register(subparsers) -> None:
         help="seconds sent in Retry-After when every replica is full (default: %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
-    parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    parser.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="log lines as plain text or one JSON object a line (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
