@@ -14,7 +14,9 @@ Rules, in the order `decide` applies them to each pool:
    request at a time, so `targetInFlight: 1` counts the running prefill as one
    replica's worth of load, and a pool that keeps up, with an empty queue,
    keeps its replicas instead of reading zero. For decode it is the batch size per replica
-   that meets the inter-token latency objective.
+   that meets the inter-token latency objective. With `load_window_seconds`,
+   the load is the mean of the loads of the decisions within that window, the
+   current one included, and never below the current load.
 2. Metrics. Only the latest observation of each replica counts. One older
    than `metrics_max_age_seconds` (default three intervals) is stale and
    ignored. With fewer fresh observations than ready
@@ -29,8 +31,10 @@ Rules, in the order `decide` applies them to each pool:
    lowest recommendation within `scaleUpStabilizationSeconds`, a scale-down
    to the highest recommendation within `scaleDownStabilizationSeconds`. The
    current replicas count as recommended at the last scale time, which the
-   caller sets to the creation time of a new deployment.
-6. Step. One decision changes a pool by at most `maxStepReplicas` replicas.
+   caller sets to the creation time of a new deployment. A pool's own
+   `scale_down_stabilization_seconds` replaces the settings' window.
+6. Step. One decision changes a pool by at most `maxStepReplicas` replicas,
+   and removes at most `max_scale_down_step_replicas` when that is set.
 7. Scale from zero. A prefill pool at 0 ready replicas has no queue to
    observe; the router prefills those requests locally on decode replicas
    and counts them (`disagg_local_prefill_total{reason="no_prefill_replica"}`).
@@ -110,7 +114,7 @@ class PoolConfig:
         window = self.scale_down_stabilization_seconds
         if window is not None and window < 0:
             raise ValueError(
-                f"invalid {self.role} scaleDownStabilizationSeconds {window}: must be 0 or more"
+                f"invalid {self.role} scale_down_stabilization_seconds {window}: must be 0 or more"
             )
 
 
@@ -142,11 +146,11 @@ class AutoscalingSettings:
             raise ValueError(f"invalid maxTotalGPUs {self.max_total_gpus}: must be 0 or more")
         if self.load_window_seconds < 0:
             raise ValueError(
-                f"invalid loadWindowSeconds {self.load_window_seconds}: must be 0 or more"
+                f"invalid load_window_seconds {self.load_window_seconds}: must be 0 or more"
             )
         down_step = self.max_scale_down_step_replicas
         if down_step is not None and down_step < 1:
-            raise ValueError(f"invalid maxScaleDownStepReplicas {down_step}: must be 1 or more")
+            raise ValueError(f"invalid max_scale_down_step_replicas {down_step}: must be 1 or more")
 
     @property
     def max_metrics_age(self) -> float:

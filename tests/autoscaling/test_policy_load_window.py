@@ -159,23 +159,23 @@ def test_recommendation_records_observed_load_not_mean() -> None:
 def test_record_decision_keeps_loads_within_window_120() -> None:
     settings = AutoscalingSettings(scale_down_stabilization_seconds=30, load_window_seconds=120)
     decision = PoolDecision(PREFILL, 2, 2, "hold", Recommendation(NOW, 2, 2.0))
-    kept = record_decision(loads((5, 100), (5, 130)), decision, NOW, settings)
-    assert [r.time for r in kept.recommendations] == [NOW - 100, NOW]
+    updated = record_decision(loads((5, 100), (5, 130)), decision, NOW, settings)
+    assert [r.time for r in updated.recommendations] == [NOW - 100, NOW]
 
 
 def test_record_decision_keeps_pool_window_300() -> None:
     settings = AutoscalingSettings(scale_down_stabilization_seconds=30)
     decision = PoolDecision(PREFILL, 2, 2, "hold", Recommendation(NOW, 2, 2.0))
     pool = config(scale_down_stabilization_seconds=300)
-    kept = record_decision(loads((5, 200), (5, 400)), decision, NOW, settings, pool)
-    assert [r.time for r in kept.recommendations] == [NOW - 200, NOW]
+    updated = record_decision(loads((5, 200), (5, 400)), decision, NOW, settings, pool)
+    assert [r.time for r in updated.recommendations] == [NOW - 200, NOW]
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"load_window_seconds": -1}, "invalid loadWindowSeconds -1"),
-        ({"max_scale_down_step_replicas": 0}, "invalid maxScaleDownStepReplicas 0"),
+        ({"load_window_seconds": -1}, "invalid load_window_seconds -1"),
+        ({"max_scale_down_step_replicas": 0}, "invalid max_scale_down_step_replicas 0"),
     ],
     ids=["load window -1", "scale-down step 0"],
 )
@@ -185,5 +185,5 @@ def test_invalid_settings(changes: dict, message: str) -> None:
 
 
 def test_invalid_pool_scale_down_window_minus_5() -> None:
-    with pytest.raises(ValueError, match="invalid prefill scaleDownStabilizationSeconds -5"):
+    with pytest.raises(ValueError, match="invalid prefill scale_down_stabilization_seconds -5"):
         config(scale_down_stabilization_seconds=-5)
