@@ -127,7 +127,7 @@ class Replica:
         if first_poll and not self.ready:
             logger.warning(
                 "replica not ready at its first health check role=%s address=%s reason=%s; "
-                "it joins the rotation once it answers",
+                "it joins the rotation when a health check passes",
                 self.role,
                 self.address,
                 reason,

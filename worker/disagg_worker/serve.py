@@ -468,8 +468,8 @@ class LocalDeployment:
                 names = ", ".join(process.name for process in pending)
                 raise StartupError(f"not healthy after {timeout_s:.0f} s: {names}")
             time.sleep(0.5)
-        # A healthy worker enters the router's rotation on the router's next
-        # poll of it; until then a long prompt would be prefilled locally.
+        # A healthy worker enters the router's rotation at the router's next
+        # poll of it. Until then the router would prefill a long prompt locally.
         while not self.router_sees_all():
             if time.monotonic() > deadline:
                 raise StartupError(
