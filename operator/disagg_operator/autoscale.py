@@ -109,7 +109,9 @@ def policy_inputs(
             min_replicas=pool.min_replicas,
             max_replicas=pool.max_replicas,
             target_queue_depth=float(pool.target_queue_depth),
+            target_in_flight=pool.target_in_flight,
             gpus_per_replica=pool.gpus_per_replica,
+            scale_down_stabilization_seconds=_optional_float(pool.scale_down_stabilization_seconds),
         )
     scaling = parsed.autoscaling
     settings = AutoscalingSettings(
@@ -119,8 +121,14 @@ def policy_inputs(
         max_step_replicas=scaling.max_step_replicas,
         tolerance=scaling.tolerance,
         max_total_gpus=scaling.max_total_gpus,
+        load_window_seconds=float(scaling.load_window_seconds),
+        max_scale_down_step_replicas=scaling.max_scale_down_step_replicas,
     )
     return configs, settings
+
+
+def _optional_float(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:

@@ -167,6 +167,8 @@ DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS: Final = 300
 DEFAULT_AUTOSCALING_TOLERANCE: Final = 0.1
 # Most replicas one builtin scaling decision adds or removes per pool.
 DEFAULT_MAX_STEP_REPLICAS: Final = 4
+# Seconds of past decisions whose mean load a decision uses; 0 uses the current load only.
+DEFAULT_LOAD_WINDOW_SECONDS: Final = 0
 
 # --- Pod lifecycle -------------------------------------------------------------
 

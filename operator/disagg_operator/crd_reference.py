@@ -57,6 +57,10 @@ def _validation(schema: dict[str, Any], required: bool) -> str:
         rules.append("one of " + ", ".join(f"`{value}`" for value in schema["enum"]))
     if schema.get("exclusiveMaximum"):
         rules.append(f"≥ {schema.get('minimum', '-∞')} and < {schema['maximum']}")
+    elif schema.get("exclusiveMinimum") and "maximum" in schema:
+        rules.append(f"> {schema['minimum']} and ≤ {schema['maximum']}")
+    elif schema.get("exclusiveMinimum"):
+        rules.append(f"> {schema['minimum']}")
     elif "minimum" in schema and "maximum" in schema:
         rules.append(f"{schema['minimum']} to {schema['maximum']}")
     elif "minimum" in schema:

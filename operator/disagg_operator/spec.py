@@ -132,6 +132,10 @@ class PoolSpec:
     node_selector: Mapping[str, str] | None = None
     tolerations: tuple[Toleration, ...] = ()
     target_queue_depth: int = c.DEFAULT_TARGET_QUEUE_DEPTH
+    # None: only the queue depth counts as load.
+    target_in_flight: float | None = None
+    # None: the pool uses spec.autoscaling.scaleDownStabilizationSeconds.
+    scale_down_stabilization_seconds: int | None = None
     max_batch: int = c.DEFAULT_MAX_BATCH
     max_queue: int = c.DEFAULT_MAX_QUEUE
     drain_timeout_seconds: int = c.DEFAULT_DRAIN_TIMEOUT_SECONDS
@@ -188,6 +192,9 @@ class AutoscalingSpec:
     max_step_replicas: int = c.DEFAULT_MAX_STEP_REPLICAS
     tolerance: float = c.DEFAULT_AUTOSCALING_TOLERANCE
     max_total_gpus: int | None = field(default=None, metadata={"json": "maxTotalGPUs"})
+    # None: a scale-down removes up to max_step_replicas.
+    max_scale_down_step_replicas: int | None = None
+    load_window_seconds: int = c.DEFAULT_LOAD_WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,7 @@ class _Fields:
             raise SpecError(self.at(key), f"expected an integer, got {_kind(value)} {value!r}")
         return value
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float | None = None) -> float | None:
         value = self.raw.get(key)
         if value is None:
             return default
@@ -408,6 +415,8 @@ def _parse_pool(raw: Any, path: str, role: str) -> PoolSpec:
         node_selector=fields.string_map("nodeSelector"),
         tolerations=tuple(_parse_toleration(item, p) for p, item in fields.items("tolerations")),
         target_queue_depth=fields.integer("targetQueueDepth", c.DEFAULT_TARGET_QUEUE_DEPTH),
+        target_in_flight=fields.number("targetInFlight"),
+        scale_down_stabilization_seconds=fields.integer("scaleDownStabilizationSeconds"),
         max_batch=fields.integer("maxBatch", c.DEFAULT_MAX_BATCH),
         max_queue=fields.integer("maxQueue", c.DEFAULT_MAX_QUEUE),
         drain_timeout_seconds=fields.integer(
@@ -487,6 +496,8 @@ def parse_spec(raw: Any, path: str = "spec") -> DeploymentSpec:
             max_step_replicas=scaling.integer("maxStepReplicas", c.DEFAULT_MAX_STEP_REPLICAS),
             tolerance=scaling.number("tolerance", c.DEFAULT_AUTOSCALING_TOLERANCE),
             max_total_gpus=scaling.integer("maxTotalGPUs"),
+            max_scale_down_step_replicas=scaling.integer("maxScaleDownStepReplicas"),
+            load_window_seconds=scaling.integer("loadWindowSeconds", c.DEFAULT_LOAD_WINDOW_SECONDS),
         ),
     )
 
@@ -579,6 +590,12 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
             (f"{path}.minReplicas", pool.min_replicas, min_floor, None),
             (f"{path}.maxReplicas", pool.max_replicas, 1, None),
             (f"{path}.targetQueueDepth", pool.target_queue_depth, 1, None),
+            (
+                f"{path}.scaleDownStabilizationSeconds",
+                pool.scale_down_stabilization_seconds,
+                0,
+                3600,
+            ),
             (f"{path}.maxBatch", pool.max_batch, 1, None),
             (f"{path}.maxQueue", pool.max_queue, 1, None),
             (f"{path}.drainTimeoutSeconds", pool.drain_timeout_seconds, 0, 3600),
@@ -617,6 +634,13 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
         ("spec.autoscaling.maxStepReplicas", scaling.max_step_replicas, 1, None),
         ("spec.autoscaling.tolerance", scaling.tolerance, 0, None),
         ("spec.autoscaling.maxTotalGPUs", scaling.max_total_gpus, 1, None),
+        (
+            "spec.autoscaling.maxScaleDownStepReplicas",
+            scaling.max_scale_down_step_replicas,
+            1,
+            None,
+        ),
+        ("spec.autoscaling.loadWindowSeconds", scaling.load_window_seconds, 0, 3600),
     ]
 
     problems = []
@@ -627,7 +651,7 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
             allowed = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
             problems.append(SpecProblem(path, f"{value} is out of range; use {allowed}"))
 
-    # The CRD's only exclusive bound: a tolerance of 1 or more never scales down.
+    # The CRD's exclusive bounds. A tolerance of 1 or more never scales down.
     if scaling.tolerance >= 1:
         problems.append(
             SpecProblem(
@@ -635,6 +659,15 @@ def _check_ranges(spec: DeploymentSpec) -> list[SpecProblem]:
                 f"{scaling.tolerance:g} is out of range; use at least 0 and below 1, e.g. 0.1",
             )
         )
+    for role in c.WORKER_ROLES:
+        target = spec.pool(role).target_in_flight
+        if target is not None and target <= 0:
+            problems.append(
+                SpecProblem(
+                    f"spec.{role}.targetInFlight",
+                    f"{target:g} is out of range; use a number above 0, e.g. 1, or leave it unset",
+                )
+            )
     return problems
 
 

@@ -79,7 +79,7 @@ def to_json_schema(schema: Any) -> Any:
     """Convert the CRD's OpenAPI schema to JSON Schema.
 
     Drops x-kubernetes-* keys, turns OpenAPI 3.0's boolean exclusiveMaximum
-    into the numeric form of JSON Schema, and forbids unknown properties
+    and exclusiveMinimum into the numeric form of JSON Schema, and forbids unknown properties
     where the schema lists properties and does not preserve unknown fields.
     """
     if isinstance(schema, list):
@@ -96,6 +96,8 @@ def to_json_schema(schema: Any) -> Any:
             out[key] = to_json_schema(item)
     if schema.get("exclusiveMaximum") is True:
         out["exclusiveMaximum"] = out.pop("maximum")
+    if schema.get("exclusiveMinimum") is True:
+        out["exclusiveMinimum"] = out.pop("minimum")
     preserves = schema.get("x-kubernetes-preserve-unknown-fields")
     if "properties" in schema and not preserves and "additionalProperties" not in schema:
         out["additionalProperties"] = False

@@ -27,6 +27,7 @@ def test_reference_shows_defaults_and_bounds():
     text = REFERENCE.read_text()
     assert "| `maxMessageBytes` | integer | `67108864` | 1048576 to 2147483647 |" in text
     assert '| `mode` | string | `"builtin"` | one of `builtin`, `external`, `off` |' in text
+    assert "| `targetInFlight` | number |  | > 0 |" in text
 
 
 def test_reference_cli_prints_page(capsys):

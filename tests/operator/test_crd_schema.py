@@ -117,7 +117,9 @@ def _bounded_fields():
     for path, schema in iter_properties(root_schema()):
         if not path.startswith("spec.") or "[]" in path:
             continue
-        if "minimum" in schema:
+        if schema.get("exclusiveMinimum"):
+            yield path, "exclusiveMinimum", schema["minimum"]
+        elif "minimum" in schema:
             yield path, "minimum", schema["minimum"] - (1 if schema["type"] == "integer" else 0.5)
         if schema.get("exclusiveMaximum"):
             yield path, "exclusiveMaximum", schema["maximum"]
