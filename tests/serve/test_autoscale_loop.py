@@ -211,6 +211,60 @@ def test_bounds_build_pool_configs():
     assert local.settings.scale_down_stabilization_seconds == 300.0
 
 
+def test_policy_flags_map_to_settings():
+    args = parse_serve(
+        "--decode-max", "2",
+        "--load-window", "120",
+        "--max-scale-down-step", "1",
+        "--prefill-scale-down-stabilization", "30",
+        "--decode-scale-down-stabilization", "600",
+        "--prefill-target-in-flight", "1",
+        "--decode-target-in-flight", "6.5",
+    )  # fmt: skip
+    local = serve_autoscale.pools_from_args(args)
+    assert local.settings.load_window_seconds == 120.0
+    assert local.settings.max_scale_down_step_replicas == 1
+    assert local.prefill.scale_down_stabilization_seconds == 30.0
+    assert local.decode.scale_down_stabilization_seconds == 600.0
+    assert local.prefill.target_in_flight == 1.0
+    assert local.decode.target_in_flight == 6.5
+
+
+def test_policy_flags_default_off():
+    local = serve_autoscale.pools_from_args(parse_serve("--decode-max", "2"))
+    assert local.settings.load_window_seconds == 0.0
+    assert local.settings.max_scale_down_step_replicas is None
+    assert local.settings.scale_down_step == 4
+    assert local.prefill.scale_down_stabilization_seconds is None
+    assert local.decode.scale_down_stabilization_seconds is None
+    assert local.prefill.target_in_flight is None
+    assert local.decode.target_in_flight is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--load-window", "-1"), "argument --load-window: invalid seconds -1.0"),
+        (("--max-scale-down-step", "0"), "argument --max-scale-down-step: invalid replica step 0"),
+        (("--max-scale-down-step", "1.5"), "argument --max-scale-down-step: invalid replica step"),
+        (
+            ("--prefill-scale-down-stabilization", "-5"),
+            "argument --prefill-scale-down-stabilization: invalid seconds -5.0",
+        ),
+        (
+            ("--decode-scale-down-stabilization", "soon"),
+            "argument --decode-scale-down-stabilization: invalid seconds 'soon'",
+        ),
+        (("--prefill-target-in-flight", "0"), "argument --prefill-target-in-flight: invalid"),
+        (("--decode-target-in-flight", "nan"), "argument --decode-target-in-flight: invalid"),
+    ],
+)
+def test_invalid_policy_flag_rejected(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_serve("--decode-max", "2", *argv)
+    assert message in capsys.readouterr().err
+
+
 def test_initial_replicas_clamped_to_min():
     args = parse_serve("--prefill-min", "2", "--prefill-max", "3")
     serve_autoscale.pools_from_args(args)

@@ -40,6 +40,28 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _step(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid replica step {text!r}: expected an integer"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid replica step {value}: it must be 1 or more")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid number {value}: it must be above 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "autoscaling",
@@ -78,6 +100,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of recommendations a scale-down takes the highest of, and the time a "
         "pool keeps its size after a scale (default: %(default)s)",
     )
+    for role in ("prefill", "decode"):
+        group.add_argument(
+            f"--{role}-scale-down-stabilization",
+            type=_seconds,
+            help=f"scale-down stabilization window of the {role} pool, seconds "
+            "(default: --scale-down-stabilization)",
+        )
+    group.add_argument(
+        "--load-window",
+        type=_seconds,
+        default=0.0,
+        help="seconds of past decisions whose mean load a decision uses, never below the "
+        "current load; 0 uses the current load only (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-scale-down-step",
+        type=_step,
+        help="maximum replicas one decision removes per pool (default: 4, the maximum "
+        "replicas one decision adds)",
+    )
+    for role in ("prefill", "decode"):
+        group.add_argument(
+            f"--{role}-target-in-flight",
+            type=_positive,
+            help=f"running requests per {role} replica counted as one replica of load, on top "
+            "of the queue depth (default: queue depth alone)",
+        )
 
 
 def pools_from_args(args: argparse.Namespace):
@@ -129,12 +178,19 @@ def pools_from_args(args: argparse.Namespace):
             )
             setattr(args, f"{role}_replicas", clamped)
         configs[role] = PoolConfig(
-            role, min_replicas=low, max_replicas=high, target_queue_depth=args.target_queue_depth
+            role,
+            min_replicas=low,
+            max_replicas=high,
+            target_queue_depth=args.target_queue_depth,
+            target_in_flight=getattr(args, f"{role}_target_in_flight"),
+            scale_down_stabilization_seconds=getattr(args, f"{role}_scale_down_stabilization"),
         )
     settings = AutoscalingSettings(
         interval_seconds=args.autoscale_interval,
         scale_up_stabilization_seconds=args.scale_up_stabilization,
         scale_down_stabilization_seconds=args.scale_down_stabilization,
+        load_window_seconds=args.load_window,
+        max_scale_down_step_replicas=args.max_scale_down_step,
     )
     return LocalPools(configs[PREFILL], configs[DECODE], settings)
 
