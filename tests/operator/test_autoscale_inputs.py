@@ -28,6 +28,19 @@ def test_pool_fields_map_to_pool_config():
     assert configs["decode"].gpus_per_replica == 0
 
 
+def test_pool_scaling_options_map_to_pool_config():
+    spec = copy.deepcopy(SPEC)
+    spec["prefill"].update({"targetInFlight": 1, "scaleDownStabilizationSeconds": 30})
+    spec["decode"].update({"targetInFlight": 6.5})
+
+    configs, _ = policy_inputs(parse_spec(spec))
+
+    assert configs["prefill"].target_in_flight == 1.0
+    assert configs["prefill"].scale_down_stabilization_seconds == 30.0
+    assert configs["decode"].target_in_flight == 6.5
+    assert configs["decode"].scale_down_stabilization_seconds is None
+
+
 def test_autoscaling_fields_map_to_settings():
     spec = copy.deepcopy(SPEC)
     spec["autoscaling"] = {
@@ -38,6 +51,8 @@ def test_autoscaling_fields_map_to_settings():
         "maxStepReplicas": 2,
         "tolerance": 0.2,
         "maxTotalGPUs": 8,
+        "loadWindowSeconds": 120,
+        "maxScaleDownStepReplicas": 1,
     }
 
     _, settings = policy_inputs(parse_spec(spec))
@@ -48,6 +63,9 @@ def test_autoscaling_fields_map_to_settings():
     assert settings.max_step_replicas == 2
     assert settings.tolerance == 0.2
     assert settings.max_total_gpus == 8
+    assert settings.load_window_seconds == 120.0
+    assert settings.max_scale_down_step_replicas == 1
+    assert settings.scale_down_step == 1
 
 
 def test_defaults_map_to_crd_defaults():
@@ -57,6 +75,8 @@ def test_defaults_map_to_crd_defaults():
     assert settings.scale_up_stabilization_seconds == 0.0
     assert settings.scale_down_stabilization_seconds == 300.0
     assert settings.max_total_gpus is None
+    assert settings.load_window_seconds == 0.0
+    assert settings.max_scale_down_step_replicas is None
 
 
 READY = {"type": "Ready", "status": "True"}

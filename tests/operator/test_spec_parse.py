@@ -26,6 +26,28 @@ def test_parse_minimal_applies_defaults():
     assert spec.autoscaling.max_total_gpus is None
 
 
+def test_parse_scaling_options_default_off():
+    spec = parse()
+    assert spec.autoscaling.load_window_seconds == 0
+    assert spec.autoscaling.max_scale_down_step_replicas is None
+    assert spec.prefill.scale_down_stabilization_seconds is None
+    assert spec.decode.target_in_flight is None
+
+
+def test_parse_scaling_options():
+    spec = parse(
+        autoscaling={"loadWindowSeconds": 120, "maxScaleDownStepReplicas": 1},
+        prefill={"targetInFlight": 1, "scaleDownStabilizationSeconds": 30},
+        decode={"targetInFlight": 6.5, "scaleDownStabilizationSeconds": 600},
+    )
+    assert spec.autoscaling.load_window_seconds == 120
+    assert spec.autoscaling.max_scale_down_step_replicas == 1
+    assert spec.prefill.target_in_flight == 1.0
+    assert spec.prefill.scale_down_stabilization_seconds == 30
+    assert spec.decode.target_in_flight == 6.5
+    assert spec.decode.scale_down_stabilization_seconds == 600
+
+
 def test_parse_pools_know_their_role():
     spec = parse()
     assert spec.prefill.role == c.ROLE_PREFILL
@@ -150,6 +172,30 @@ ERROR_CASES = [
         "tolerance-string",
         spec_with(autoscaling={"tolerance": "10%"}),
         "spec.autoscaling.tolerance",
+        "number",
+    ),
+    (
+        "load-window-float-1.5",
+        spec_with(autoscaling={"loadWindowSeconds": 1.5}),
+        "spec.autoscaling.loadWindowSeconds",
+        "integer",
+    ),
+    (
+        "scale-down-step-string",
+        spec_with(autoscaling={"maxScaleDownStepReplicas": "1"}),
+        "spec.autoscaling.maxScaleDownStepReplicas",
+        "integer",
+    ),
+    (
+        "pool-scale-down-window-string",
+        spec_with(prefill={"scaleDownStabilizationSeconds": "60s"}),
+        "spec.prefill.scaleDownStabilizationSeconds",
+        "integer",
+    ),
+    (
+        "target-in-flight-bool",
+        spec_with(decode={"targetInFlight": True}),
+        "spec.decode.targetInFlight",
         "number",
     ),
 ]

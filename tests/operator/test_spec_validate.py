@@ -88,6 +88,12 @@ VALID_CASES = [
         },
     ),
     ("prefill-min-0-max-1", {"prefill": {"replicas": 0, "minReplicas": 0, "maxReplicas": 1}}),
+    (
+        "load-window-120-step-down-1",
+        {"autoscaling": {"loadWindowSeconds": 120, "maxScaleDownStepReplicas": 1}},
+    ),
+    ("pool-scale-down-window-0", {"prefill": {"scaleDownStabilizationSeconds": 0}}),
+    ("target-in-flight-0.5", {"decode": {"targetInFlight": 0.5}}),
 ]
 
 PROBLEM_CASES = [
@@ -277,6 +283,36 @@ PROBLEM_CASES = [
         {"autoscaling": {"mode": "auto"}},
         "spec.autoscaling.mode",
         "builtin, external, off",
+    ),
+    (
+        "load-window-3601",
+        {"autoscaling": {"loadWindowSeconds": 3601}},
+        "spec.autoscaling.loadWindowSeconds",
+        "use 0 to 3600",
+    ),
+    (
+        "scale-down-step-0",
+        {"autoscaling": {"maxScaleDownStepReplicas": 0}},
+        "spec.autoscaling.maxScaleDownStepReplicas",
+        "use at least 1",
+    ),
+    (
+        "pool-scale-down-window-minus-1",
+        {"decode": {"scaleDownStabilizationSeconds": -1}},
+        "spec.decode.scaleDownStabilizationSeconds",
+        "use 0 to 3600",
+    ),
+    (
+        "target-in-flight-0",
+        {"prefill": {"targetInFlight": 0}},
+        "spec.prefill.targetInFlight",
+        "above 0",
+    ),
+    (
+        "target-in-flight-minus-2",
+        {"decode": {"targetInFlight": -2}},
+        "spec.decode.targetInFlight",
+        "above 0",
     ),
 ]
 
