@@ -114,7 +114,7 @@ class PoolConfig:
         window = self.scale_down_stabilization_seconds
         if window is not None and window < 0:
             raise ValueError(
-                f"invalid {self.role} scale_down_stabilization_seconds {window}: must be 0 or more"
+                f"invalid {self.role} scaleDownStabilizationSeconds {window}: must be 0 or more"
             )
 
 
@@ -146,11 +146,11 @@ class AutoscalingSettings:
             raise ValueError(f"invalid maxTotalGPUs {self.max_total_gpus}: must be 0 or more")
         if self.load_window_seconds < 0:
             raise ValueError(
-                f"invalid load_window_seconds {self.load_window_seconds}: must be 0 or more"
+                f"invalid loadWindowSeconds {self.load_window_seconds}: must be 0 or more"
             )
         down_step = self.max_scale_down_step_replicas
         if down_step is not None and down_step < 1:
-            raise ValueError(f"invalid max_scale_down_step_replicas {down_step}: must be 1 or more")
+            raise ValueError(f"invalid maxScaleDownStepReplicas {down_step}: must be 1 or more")
 
     @property
     def max_metrics_age(self) -> float:

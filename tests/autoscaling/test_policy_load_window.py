@@ -174,8 +174,8 @@ def test_record_decision_keeps_pool_window_300() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"load_window_seconds": -1}, "invalid load_window_seconds -1"),
-        ({"max_scale_down_step_replicas": 0}, "invalid max_scale_down_step_replicas 0"),
+        ({"load_window_seconds": -1}, "invalid loadWindowSeconds -1"),
+        ({"max_scale_down_step_replicas": 0}, "invalid maxScaleDownStepReplicas 0"),
     ],
     ids=["load window -1", "scale-down step 0"],
 )
@@ -185,5 +185,5 @@ def test_invalid_settings(changes: dict, message: str) -> None:
 
 
 def test_invalid_pool_scale_down_window_minus_5() -> None:
-    with pytest.raises(ValueError, match="invalid prefill scale_down_stabilization_seconds -5"):
+    with pytest.raises(ValueError, match="invalid prefill scaleDownStabilizationSeconds -5"):
         config(scale_down_stabilization_seconds=-5)
