@@ -64,5 +64,5 @@ def test_prefill_pool_scales_to_zero_and_back(serve):
     reply = complete(serve.url, list(range(1000, 1040)))
     assert reply["usage"]["completion_tokens"] == 3
 
-    scaled_up = stdout.wait_for(r"prefill 0→1: \d+ local-prefill fallbacks", STEP_TIMEOUT_S)
+    scaled_up = stdout.wait_for(r"prefill 0→1: \d+ local-prefill fallbacks?", STEP_TIMEOUT_S)
     assert scaled_up is not None, serve.log_tail()
