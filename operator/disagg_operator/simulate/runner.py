@@ -110,13 +110,18 @@ def simulate(
                 cluster.set_replicas(role, desired[role])
         if progress is not None and tick >= next_report:
             progress(
-                f"{scaler.name}: {tick:.0f}/{last_arrival:.0f} s simulated, "
+                f"{scaler.name}: {tick:.0f} s simulated (last arrival at {last_arrival:.0f} s), "
                 f"{cluster.completed}/{len(sim_requests)} requests done"
             )
             next_report = tick + 600.0
         tick += interval_seconds
 
     end_time = max(request.finish for request in sim_requests)
+    if progress is not None:
+        progress(
+            f"{scaler.name}: done, {len(sim_requests)}/{len(sim_requests)} requests "
+            f"in {end_time:.0f} s simulated"
+        )
     replica_seconds = {role: cluster.replica_seconds(role, end_time) for role in ROLES}
     replica_seconds["total"] = replica_seconds[PREFILL] + replica_seconds[DECODE]
     scale_events_total = dict(scale_events)

@@ -141,6 +141,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
+
+    from transformers.utils import logging as transformers_logging
 
     from disagg_worker.cli import CommandError
     from disagg_worker.logs import configure_logging
@@ -148,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
     from disagg_worker.server.app import WorkerOptions, serve
 
     configure_logging(args.log_level, args.log_format)
+    if not sys.stderr.isatty():
+        # In a log file or under `disagg serve`, transformers' progress bars are
+        # carriage-return redraws without the replica prefix; model.py logs the load.
+        transformers_logging.disable_progress_bar()
     try:
         # A bad local path fails here, before the metrics endpoint starts.
         check_model_source(args.model)
