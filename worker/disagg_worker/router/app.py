@@ -9,7 +9,7 @@ length, and handed to the `Dispatcher`, which picks replicas and yields
 tokens. This module turns those tokens into text (detokenize) and into the
 response body. The server runs with handler cancellation on, so a client
 that disconnects cancels its handler, and closing the dispatcher's
-generator cancels the gRPC call that holds the decode slot.
+generator cancels the gRPC call that occupies the decode slot.
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
 @web.middleware
 async def openai_http_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Answer aiohttp's own HTTP errors (unknown route, wrong method) with OpenAI's body."""
+    """Convert aiohttp's own HTTP errors (unknown route, wrong method) to OpenAI-style bodies."""
     try:
         return await handler(request)
     except web.HTTPException as error:
