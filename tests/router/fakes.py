@@ -1,7 +1,7 @@
 """A scriptable gRPC worker for fast router tests (no model).
 
 It serves the real protocol (Prefill, Decode, Worker, grpc.health.v1) on
-127.0.0.1 and answers from a script: which token ids to stream, which
+127.0.0.1 and replies from a script: which token ids to stream, which
 status to fail with. The end-to-end tests use the real workers instead.
 """
 
@@ -75,8 +75,9 @@ class FakeWorker(
             for index, token_id in enumerate(ids[:budget]):
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
-                last = index == min(len(ids), budget) - 1
-                reason = ("length" if budget <= len(ids) else "stop") if last else ""
+                reason = ""
+                if index == min(len(ids), budget) - 1:
+                    reason = "length" if budget <= len(ids) else "stop"
                 yield worker_pb2.GenerateResponse(token_ids=[token_id], finish_reason=reason)
             if budget <= 0:
                 yield worker_pb2.GenerateResponse(finish_reason="length")

@@ -1,4 +1,4 @@
-"""A replica that does not answer: one start-up warning, one line per failed request."""
+"""A replica that does not respond: one start-up warning, one line per failed request."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The official openai client against `disagg serve` gets transformers' greedy answers."""
+"""The official openai client against `disagg serve` gets transformers' greedy outputs."""
 
 from __future__ import annotations
 

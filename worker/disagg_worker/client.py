@@ -3,7 +3,7 @@
 A `ReplicaPool` contains one `Replica` per worker address of a role. A
 background task polls every replica's grpc.health.v1 status and
 Worker.GetLoad (every 0.5 s by default); a replica is ready while the
-health check says SERVING, GetLoad answers and it is not draining. Replicas
+health check returns SERVING, GetLoad succeeds and it is not draining. Replicas
 that fail leave the rotation and come back on the first good poll.
 
 `ReplicaPool.choose()` returns the least-loaded ready replica. The load is

@@ -13,10 +13,10 @@ back into a cache with `tensors_to_cache`.
    reserved bytes, so concurrent transfers cannot overcommit.
 2. `reservation.commit(entry)` after the last chunk, or
    `reservation.release()` when the stream breaks (the bytes are freed).
-3. The decode side calls `claim(request_id)` exactly once; the entry leaves
-   the store. Entries nobody claims expire after `ttl_seconds`: `reserve`,
-   `claim`, `used_bytes` and `entries` drop them first, so a metrics scrape
-   also frees them on an idle replica.
+3. The decode side calls `claim(request_id)`, which removes the entry, so a
+   second claim raises KVNotFound. Entries nobody claims expire after
+   `ttl_seconds`: `reserve`, `claim`, `used_bytes` and `entries` drop them
+   first, so a metrics scrape also frees them on an idle replica.
 """
 
 from __future__ import annotations

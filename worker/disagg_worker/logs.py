@@ -1,7 +1,7 @@
 """Logging set-up shared by every `disagg` process.
 
 `disagg serve` starts each replica with DISAGG_LOG_PREFIX set to
-"role[index]", so the merged output of all processes says which replica
+"role[index]", so the merged output of all processes names the replica that
 wrote each line.
 """
 

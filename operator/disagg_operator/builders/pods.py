@@ -60,7 +60,7 @@ def router_args(spec: DeploymentSpec, owner: Owner) -> list[str]:
     `--discover NAME.NAMESPACE` makes the router resolve the headless
     Services NAME-prefill.NAMESPACE.svc and NAME-decode.NAMESPACE.svc, and
     `--discover-port` is the workers' gRPC port. The router loads the
-    tokenizer at the workers' revision and answers to spec.model.name.
+    tokenizer at the workers' revision and serves requests for spec.model.name.
     """
     args = [
         "router",

@@ -4,7 +4,7 @@ A byte-level BPE token can end in the middle of a multi-byte UTF-8
 character, so decoding tokens one at a time would emit U+FFFD replacement
 characters. `IncrementalDetokenizer` decodes a short window of recent
 tokens (the previous delta's tokens give the decoder context for spaces
-and merges) and holds text back while it ends in an incomplete character.
+and merges) and withholds text while it ends in an incomplete character.
 The concatenation of everything it emits equals
 `tokenizer.decode(all_ids, skip_special_tokens=True)`.
 """
